@@ -1,0 +1,1 @@
+"""Deployable echo servers: ``python -m servers grpc|ws|tcp ...`` (see DESIGN.md)."""

@@ -1,0 +1,107 @@
+"""What every echo server shares: the LISTENING line, usage errors, signals, logging.
+
+Contract (DESIGN.md): default host 127.0.0.1; ``--port 0`` lets the OS choose; the first stdout
+line, flushed, is ``LISTENING <kind> <host>:<port>``; SIGTERM/SIGINT shut down cleanly (exit 0);
+bad flags or a port in use → one line on stderr and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import logging
+import sys
+from typing import NoReturn
+
+EXIT_OK = 0
+EXIT_RUNTIME = 1
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """A user mistake (bad flag value, port in use): one line, exit 2."""
+
+
+def announce(kind: str, host: str, port: int) -> None:
+    """Print the LISTENING line that harnesses wait for (must be the first stdout line)."""
+    shown = f"[{host}]" if ":" in host else host
+    sys.stdout.write(f"LISTENING {kind} {shown}:{port}\n")
+    sys.stdout.flush()
+
+
+def bind_error(exc: OSError, host: str, port: int) -> UsageError:
+    """Turn a bind failure into the one-line usage error the contract asks for."""
+    if exc.errno == errno.EADDRINUSE:
+        return UsageError(f"port {port} on {host} is already in use")
+    if exc.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
+        return UsageError(f"cannot bind {host}:{port}: address not available on this machine")
+    if exc.errno == errno.EACCES:
+        return UsageError(f"cannot bind {host}:{port}: permission denied")
+    return UsageError(f"cannot bind {host}:{port}: {exc.strerror or exc}")
+
+
+def fail_usage(prog: str, message: str) -> NoReturn:
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    raise SystemExit(EXIT_USAGE)
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} must be >= 0")
+    return value
+
+
+def positive_int(text: str) -> int:
+    value = non_negative_int(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be > 0")
+    return value
+
+
+def port_number(text: str) -> int:
+    value = non_negative_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"port {value} is outside 0..65535")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value >= 0:  # also rejects NaN
+        raise argparse.ArgumentTypeError(f"{text} must be >= 0")
+    return value
+
+
+def add_common_arguments(parser: argparse.ArgumentParser, default_port: int) -> None:
+    """--host, --port, --delay-ms, --log-level: the flags every server takes."""
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument(
+        "--port", type=port_number, default=default_port, help="0 lets the OS choose"
+    )
+    parser.add_argument(
+        "--delay-ms",
+        type=non_negative_float,
+        default=0.0,
+        help="fixed delay before every reply, in ms (for measurement-fidelity tests)",
+    )
+    parser.add_argument(
+        "--log-level",
+        default="warning",
+        choices=["debug", "info", "warning", "error"],
+        help="stderr log level (default warning)",
+    )
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )

@@ -1,0 +1,67 @@
+"""Shared fixtures: real servers on loopback, and a guard that no test leaves processes or
+listening ports behind."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests import procs
+
+
+@pytest.fixture(autouse=True)
+def no_leftover_processes() -> Iterator[None]:
+    """Fail a test that leaves a child process (and hence a listening port) running."""
+    before = {p.pid for p in procs.descendants()}
+    yield
+    leftovers = []
+    deadline_checks = 50
+    for _ in range(deadline_checks):  # children may be mid-exit; poll briefly, never sleep blind
+        leftovers = [
+            p
+            for p in procs.descendants()
+            if p.pid not in before and p.status() != psutil.STATUS_ZOMBIE
+        ]
+        if not leftovers:
+            break
+        psutil.wait_procs(leftovers, timeout=0.1)
+    if leftovers:
+        names = [(p.pid, " ".join(p.cmdline()[:6])) for p in leftovers if p.is_running()]
+        for p in leftovers:
+            try:
+                p.kill()
+            except psutil.Error:
+                pass
+        if names:
+            pytest.fail(f"test left processes running: {names}")
+
+
+@pytest.fixture
+def start_server(tmp_path: Path) -> Iterator[Callable[..., procs.Proc]]:
+    """``start_server("tcp", "--model", "asyncio")`` → a listening Proc, stopped at teardown."""
+    started: list[procs.Proc] = []
+
+    def _start(kind: str, *args: str, **kw: object) -> procs.Proc:
+        p = procs.server(kind, *args, tmp_path=tmp_path / f"{kind}-{len(started)}", **kw)
+        started.append(p)
+        return p
+
+    yield _start
+    for p in started:
+        p.stop()
+
+
+def require_tool(name: str) -> str:
+    """Path of a system tool; skip (or fail in CI, where sysdeps must be present) if missing."""
+    path = shutil.which(name)
+    if path:
+        return path
+    message = f"{name} not installed (run scripts/sysdeps.sh as root)"
+    if os.environ.get("ECHOSWARM_REQUIRE_SYSDEPS") == "1":
+        pytest.fail(message)
+    pytest.skip(message)
