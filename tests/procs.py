@@ -62,7 +62,9 @@ class Proc:
             except subprocess.TimeoutExpired:
                 kill_group(self.popen.pid)
                 self.popen.wait(timeout=5)
-                raise AssertionError(f"{self.argv} did not exit within {timeout}s of signal {sig}")
+                raise AssertionError(
+                    f"{self.argv} did not exit within {timeout}s of signal {sig}"
+                ) from None
         rc = self.popen.wait()
         if not self._stopped:
             self._stopped = True

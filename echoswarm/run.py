@@ -1,0 +1,334 @@
+"""``python -m echoswarm run``: echo servers + a Locust master + N workers on this machine.
+
+The same distributed engine as on EC2 (Locust master/worker over ZeroMQ, on loopback), the same
+command lines (:mod:`echoswarm.commands`). Flow:
+
+1. read the locustfile's ``ECHOSWARM_SERVERS`` (:mod:`echoswarm.scenario`), start each server on a
+   free port, wait for its ``LISTENING`` line and for it to accept connections;
+2. start the master (headless, or with the web UI) and the workers, passing the servers'
+   addresses as the scenario's custom arguments;
+3. watch: a progress line from the master's ``live.json``; a dead server fails the run at once
+   (exit 3); a dead worker is reported and recorded, the run goes on; Ctrl-C/SIGTERM stop the
+   run gracefully (results finalized and marked partial; exit 130/143); a second Ctrl-C kills;
+4. afterwards: every child stopped (master first, so it collects the workers' last reports),
+   the report written, the summary and SLO verdicts printed.
+
+Exit codes: 0 ok · 1 an SLO violated · 2 usage error · 3 run error · 130/143 interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from echoswarm import commands, progress, slo
+from echoswarm.scenario import ServerSpec, read_servers
+from echoswarm.supervise import Child, ChildError, Supervisor, free_port, wait_tcp
+
+EXIT_OK, EXIT_SLO, EXIT_USAGE, EXIT_RUN = 0, 1, 2, 3
+EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+
+@dataclass
+class RunConfig:
+    locustfile: Path
+    workers: int = 2
+    users: int = 10
+    spawn_rate: float = 10.0
+    run_time: str | None = "30s"
+    run_seconds: float | None = 30.0
+    results: Path | None = None
+    slos: list[slo.SLO] = field(default_factory=list)
+    web: bool = False
+    web_port: int = commands.DEFAULT_WEB_PORT
+    locust_args: list[str] = field(default_factory=list)
+    report: bool = True
+    argv: list[str] = field(default_factory=list)
+
+
+class RunError(RuntimeError):
+    """The run could not complete (exit 3); the message is one line."""
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def default_results_dir(locustfile: Path) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    return Path("results") / f"{stamp}-{locustfile.stem}"
+
+
+class LocalRun:
+    """One local run; :meth:`execute` returns the process exit code."""
+
+    def __init__(self, cfg: RunConfig, out: Any = sys.stdout) -> None:
+        self.cfg = cfg
+        self.out = out
+        self.results = cfg.results or default_results_dir(cfg.locustfile)
+        self.sup = Supervisor(self.results / "logs")
+        self.signal_received: int | None = None
+        self.events: list[dict[str, Any]] = []  # children that died, for run.json
+        self.t0 = time.monotonic()
+
+    # -- signals ---------------------------------------------------------------------------
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        if self.signal_received is not None:  # second Ctrl-C: no more grace
+            for c in self.sup.children:
+                c.kill_group()
+            raise SystemExit(EXIT_SIGNAL.get(signal.Signals(signum), 130))
+        self.signal_received = signum
+        raise _Interrupted()
+
+    def execute(self) -> int:
+        servers = read_servers(self.cfg.locustfile)  # ScenarioError → usage error in __main__
+        self.results.mkdir(parents=True, exist_ok=True)
+        old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        master: Child | None = None
+        code = EXIT_OK
+        try:
+            try:
+                targets = self._start_servers(servers)
+                master = self._start_locust(targets)
+                code = self._watch(master)
+            except _Interrupted:
+                code = EXIT_SIGNAL.get(signal.Signals(self.signal_received or 2), 130)
+                self._say(f"\n{signal.Signals(self.signal_received or 2).name}: stopping the run…")
+            except (ChildError, RunError) as exc:
+                self._say(f"error: {exc}", err=True)
+                code = EXIT_RUN
+            finally:
+                # Ignore further signals while stopping: cleanup must finish.
+                for s in old:
+                    signal.signal(s, signal.SIG_IGN)
+                self._stop_children(master)
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+        return self._finish(code)
+
+    # -- start -----------------------------------------------------------------------------
+    def _start_servers(self, specs: list[ServerSpec]) -> list[str]:
+        """Start every declared server; returns the Locust args passing their addresses."""
+        args: list[str] = []
+        for spec in specs:
+            child = self.sup.start(
+                f"server-{spec.label}",
+                "server",
+                commands.server_argv(spec.kind, port=0, args=spec.args),
+            )
+            host, port = self.sup.wait_listening(child)
+            wait_tcp(host, port)
+            if spec.kind == "grpc":
+                _grpc_health(host, port)
+            value = commands.target_value(spec.kind, host, port)
+            self._say(f"server {spec.label:<8} {value}  (pid {child.pid})")
+            args += [spec.option, value]
+        return args
+
+    def _start_locust(self, targets: list[str]) -> Child:
+        cfg = self.cfg
+        master_port = free_port()
+        extra = [*targets, "--expect-workers-max-wait", "60", "--exit-code-on-error", "0"]
+        web_port = cfg.web_port if cfg.web else commands.DEFAULT_WEB_PORT
+        master = self.sup.start(
+            "master",
+            "master",
+            commands.master_argv(
+                str(cfg.locustfile),
+                expect_workers=cfg.workers,
+                users=cfg.users,
+                spawn_rate=cfg.spawn_rate,
+                run_time=cfg.run_time,
+                results_dir=str(self.results),
+                bind_port=master_port,
+                web=cfg.web,
+                web_port=web_port,
+                extra=[*extra, *cfg.locust_args],
+            ),
+        )
+        for i in range(cfg.workers):
+            self.sup.start(
+                f"worker-{i + 1}",
+                "worker",
+                commands.worker_argv(
+                    str(cfg.locustfile), master_port=master_port, extra=[*targets]
+                ),
+            )
+        self._say(
+            f"locust   master pid {master.pid}, {cfg.workers} worker(s); "
+            f"{cfg.users} users at {cfg.spawn_rate:g}/s for {cfg.run_time or 'until stopped'}"
+        )
+        if cfg.web:
+            self._say(f"web UI   http://127.0.0.1:{web_port}/  (echoswarm tab: HDR percentiles)")
+        self._say(f"results  {self.results}")
+        return master
+
+    # -- watch -----------------------------------------------------------------------------
+    def _watch(self, master: Child) -> int:
+        cfg = self.cfg
+        budget = (cfg.run_seconds or 0) + 120 if cfg.run_seconds else None
+        line = progress.ProgressLine(self.out, total_s=cfg.run_seconds)
+        live = self.results / "live.json"
+        workers_gone = 0.0
+        while True:
+            for child in self.sup.exited():
+                self._child_exited(child)
+            rc = master.poll()
+            if rc is not None:
+                line.done()
+                if rc not in (0, 1):
+                    raise RunError(f"locust master exited with code {rc}: {master.last_lines()}")
+                return EXIT_OK
+            if not any(c.alive() for c in self.sup.children if c.role == "worker"):
+                # Workers also exit when the master tells them to quit at the end of a run:
+                # give the master time to finish before calling it a failure.
+                workers_gone = workers_gone or time.monotonic()
+                if time.monotonic() - workers_gone > 20:
+                    raise RunError(f"every worker has exited; see the logs in {self.sup.log_dir}")
+            if budget is not None and time.monotonic() - self.t0 > budget:
+                raise RunError(f"the run did not end within {budget:g}s of its start")
+            line.update(progress.read_live(live), time.monotonic() - self.t0)
+            time.sleep(0.25)  # the supervision tick: children and live.json are polled
+
+    def _child_exited(self, child: Child) -> None:
+        rc = child.poll()
+        at = time.monotonic() - self.t0
+        self.events.append(
+            {
+                "child": child.name,
+                "role": child.role,
+                "pid": child.pid,
+                "exit_code": rc,
+                "at_s": round(at, 2),
+                "last_output": child.last_lines(),
+            }
+        )
+        if child.role == "server":
+            raise RunError(
+                f"server {child.name} (pid {child.pid}) exited with code {rc} after {at:.1f}s: "
+                f"{child.last_lines()}"
+            )
+        if child.role == "worker" and rc != 0:  # 0 = told to quit by the master
+            self._say(
+                f"\nwarning: {child.name} (pid {child.pid}) exited with code {rc} after "
+                f"{at:.1f}s; the run goes on with the others (its data up to its last report "
+                "is kept)",
+                err=True,
+            )
+
+    # -- stop and finish -------------------------------------------------------------------
+    def _stop_children(self, master: Child | None) -> None:
+        if master is not None and master.alive():
+            # SIGINT is Locust's Ctrl-C path: it stops the test, writes its HTML report,
+            # fires quitting (our results plugin finalizes) and tells workers to quit.
+            self.sup.stop([master], signal.SIGINT, timeout=30)
+        workers = [c for c in self.sup.children if c.role == "worker"]
+        # Workers quit by themselves when the master tells them; give them a moment.
+        deadline = time.monotonic() + 10
+        for w in workers:
+            try:
+                w.popen.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+        self.sup.stop_all(timeout=10)
+
+    def _finish(self, code: int) -> int:
+        self._annotate_run_json(code)
+        if code in (EXIT_OK, *EXIT_SIGNAL.values()) and self.cfg.report:
+            self._report()
+        if code == EXIT_OK and self.cfg.slos:
+            code = self._judge_slos()
+        self._say(f"results: {self.results}")
+        return code
+
+    def _annotate_run_json(self, code: int) -> None:
+        path = self.results / "run.json"
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            data = {}
+        orchestrator: dict[str, Any] = {
+            "argv": self.cfg.argv,
+            "exit_code": code,
+            "children_exited": self.events,
+            "lost_workers": [
+                e["child"] for e in self.events if e["role"] == "worker" and e["exit_code"] != 0
+            ],
+        }
+        if self.signal_received is not None:
+            orchestrator["interrupted_by"] = signal.Signals(self.signal_received).name
+            data["status"] = "partial"
+        elif code == EXIT_RUN:
+            data["status"] = "failed"
+        data["orchestrator"] = orchestrator
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(data, indent=2, default=str))
+        tmp.replace(path)
+
+    def _report(self) -> None:
+        if not (self.results / "summary.csv").exists():
+            self._say("no summary.csv was written; skipping the report", err=True)
+            return
+        proc = subprocess.run(
+            [sys.executable, "-m", "analysis", "report", str(self.results)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        if proc.stdout:
+            self.out.write(proc.stdout)
+        if proc.returncode != 0:
+            self._say(f"report failed: {proc.stderr.strip().splitlines()[-1:]}", err=True)
+
+    def _judge_slos(self) -> int:
+        verdicts = judge(self.results, self.cfg.slos)
+        self._say("\nSLOs")
+        for v in verdicts:
+            self._say("  " + v.describe())
+        return EXIT_OK if all(v.passed for v in verdicts) else EXIT_SLO
+
+    def _say(self, text: str, err: bool = False) -> None:
+        stream = sys.stderr if err else self.out
+        stream.write(text + "\n")
+        stream.flush()
+
+
+def judge(results: Path, slos: list[slo.SLO]) -> list[slo.Verdict]:
+    """Evaluate SLOs on a results directory (summary.csv + merged HDR histograms)."""
+    from echoswarm import results as results_mod
+
+    rows = {(r["request_type"], r["name"]): r for r in results_mod.read_summary_rows(results)}
+    hists = results_mod.load_histograms(results)
+
+    def percentile_ms(request_type: str, name: str, p: float) -> float | None:
+        h = hists.get((request_type, name))
+        if h is None or h.get_total_count() == 0:
+            return None
+        return float(h.get_value_at_percentile(p)) / 1000.0  # µs → ms
+
+    return slo.evaluate(slos, rows, percentile_ms)
+
+
+def _grpc_health(host: str, port: int, timeout: float = 10.0) -> None:
+    """The gRPC server must answer the standard health check with SERVING."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(f"{host}:{port}") as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        try:
+            reply = stub.Check(
+                health_pb2.HealthCheckRequest(), timeout=timeout, wait_for_ready=True
+            )
+        except grpc.RpcError as exc:
+            raise ChildError(f"gRPC server {host}:{port} failed its health check: {exc}") from None
+        if reply.status != health_pb2.HealthCheckResponse.SERVING:
+            raise ChildError(f"gRPC server {host}:{port} is not SERVING ({reply.status})")
