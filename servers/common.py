@@ -105,3 +105,48 @@ def setup_logging(level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+
+
+def raise_nofile_limit() -> int:
+    """Raise the soft open-files limit to the hard limit; return the new soft limit.
+
+    Servers must hold thousands of idle connections; the usual soft limit of 1024 would make
+    ``accept`` fail long before memory or CPU run out.
+    """
+    try:
+        import resource
+    except ImportError:  # not on POSIX: nothing to raise
+        return -1
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
+    if soft == resource.RLIM_INFINITY or soft >= target:
+        return soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ValueError, OSError):
+        return soft
+    return target
+
+
+def probe_bind(host: str, port: int) -> UsageError | None:
+    """Why ``host:port`` cannot be bound, or None if a plain socket can bind it right now.
+
+    gRPC's ``add_insecure_port`` reports a bare RuntimeError; binding a plain socket the same
+    way recovers the errno so the user gets the same one-line message as from other servers.
+    """
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except socket.gaierror as exc:
+        return UsageError(f"cannot bind {host}:{port}: {exc.strerror or exc}")
+    for family, socktype, proto, _, addr in infos:
+        with socket.socket(family, socktype, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(addr)
+            except OSError as exc:
+                return bind_error(exc, host, port)
+    return None
