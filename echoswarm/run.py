@@ -51,6 +51,9 @@ class RunConfig:
     locust_args: list[str] = field(default_factory=list)
     report: bool = True
     argv: list[str] = field(default_factory=list)
+    # Extra args per declared server (by label), appended after the declared ones so they win:
+    # e.g. {"tcp": ["--model", "epoll"]} for one cell of a sweep.
+    server_overrides: dict[str, list[str]] = field(default_factory=dict)
 
 
 class RunError(RuntimeError):
@@ -122,7 +125,11 @@ class LocalRun:
             child = self.sup.start(
                 f"server-{spec.label}",
                 "server",
-                commands.server_argv(spec.kind, port=0, args=spec.args),
+                commands.server_argv(
+                    spec.kind,
+                    port=0,
+                    args=[*spec.args, *self.cfg.server_overrides.get(spec.label, [])],
+                ),
             )
             host, port = self.sup.wait_listening(child)
             wait_tcp(host, port)
