@@ -1,0 +1,237 @@
+"""``python -m infra plan|up|run|status|fetch|down|sweep`` — argument parsing, the plan printout
+and the mapping of every failure to one line on stderr and an exit code (2 = usage)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, NoReturn
+
+import botocore.exceptions
+
+from infra import prices, state
+from infra.aws import Cloud, error_text
+from infra.spec import (
+    DEFAULT_REGION,
+    MASTER_PORT,
+    SUBNET_CIDR,
+    VPC_CIDR,
+    WEB_PORT,
+    InfraError,
+    RunSpec,
+    UsageError,
+    check_instance_type,
+    check_run_id,
+    new_run_id,
+    parse_cidr,
+    parse_lifetime,
+    parse_servers,
+)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one line, not the whole usage block
+        print(f"{self.prog}: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _Parser(add_help=False)
+    common.add_argument("--region", help=f"AWS region (default {DEFAULT_REGION}, or the run's)")
+    common.add_argument("--profile", help="AWS profile (default: the standard credential chain)")
+    common.add_argument("--run-id", help="the run (default: the last one started here)")
+    p = _Parser(prog="python -m infra", description="echoswarm on EC2 (Tokyo by default)")
+    sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
+
+    def shape(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--workers", type=int, default=2)
+        sp.add_argument("--worker-type", default="c7i.large")
+        sp.add_argument("--master-type", default="c7i.large")
+        sp.add_argument("--server-type", default="c7i.xlarge")
+        sp.add_argument("--servers", default="grpc,ws,tcp", help="kinds on the server node")
+        sp.add_argument("--spot", action="store_true", help="workers on spot capacity")
+        sp.add_argument("--max-lifetime", default="2h", help="every node ends itself after this")
+        sp.add_argument("--allow-cidr", help="who may open the web UI (8089); no rule if unset")
+        sp.add_argument("--subnet", help="use this existing subnet instead of a new VPC")
+
+    shape(sub.add_parser("plan", parents=[common], help="what up would create, and its cost"))
+    shape(sub.add_parser("up", parents=[common], help="create the run's machines"))
+    r = sub.add_parser("run", parents=[common], help="one headless test on the master")
+    r.add_argument("locustfile")
+    r.add_argument("-u", "--users", type=int, required=True)
+    r.add_argument("-r", "--spawn-rate", type=float, required=True)
+    r.add_argument("-t", "--run-time", required=True)
+    r.add_argument("extra", nargs=argparse.REMAINDER, help="after --: more Locust options")
+    sub.add_parser("status", parents=[common], help="nodes, states, ages, cost so far")
+    f = sub.add_parser("fetch", parents=[common], help="download results to results/<run-id>/")
+    f.add_argument("--dest", type=Path)
+    d = sub.add_parser("down", parents=[common], help="remove the run (keeps the bucket)")
+    d.add_argument("--purge", action="store_true", help="delete the results bucket too")
+    s = sub.add_parser("sweep", parents=[common], help="find/remove leftovers of any run")
+    s.add_argument("--older-than", default="6h", help="only runs older than this (e.g. 6h)")
+    s.add_argument("--yes", action="store_true", help="remove them (default: only list)")
+    s.add_argument("--purge", action="store_true", help="delete their buckets too")
+    return p
+
+
+def spec_from(args: argparse.Namespace) -> RunSpec:
+    if not 1 <= args.workers <= 100:
+        raise UsageError(f"--workers {args.workers}: must be between 1 and 100")
+    return RunSpec(
+        workers=args.workers,
+        worker_type=check_instance_type(args.worker_type, "--worker-type"),
+        master_type=check_instance_type(args.master_type, "--master-type"),
+        server_type=check_instance_type(args.server_type, "--server-type"),
+        servers=parse_servers(args.servers),
+        spot=args.spot,
+        max_lifetime_minutes=parse_lifetime(args.max_lifetime),
+        allow_cidr=parse_cidr(args.allow_cidr) if args.allow_cidr else None,
+        subnet_id=args.subnet,
+    )
+
+
+def plan_lines(spec: RunSpec, region: str, run_id: str) -> list[str]:
+    """Every resource ``up`` would create and the hourly estimate; offline."""
+    ports = ", ".join(f"{k} {p}" for k, p in spec.server_ports().items())
+    net = (
+        [f"  (existing subnet {spec.subnet_id}: no VPC, subnet, gateway or routes created)"]
+        if spec.subnet_id
+        else [
+            f"  VPC {VPC_CIDR}, subnet {SUBNET_CIDR} (public IPs for egress only)",
+            "  internet gateway + route table (0.0.0.0/0 → gateway, outbound only)",
+        ]
+    )
+    web = f"{WEB_PORT} from {spec.allow_cidr}" if spec.allow_cidr else f"no {WEB_PORT} rule"
+    lines = [
+        f"plan for run {run_id} in {region} (nothing is created by plan)",
+        *net,
+        "  security group workers: no ingress; egress 443 anywhere, "
+        f"{MASTER_PORT} to master, {ports} to servers",
+        f"  security group master: {MASTER_PORT} from workers; {web}; egress 443",
+        f"  security group servers: {ports} from workers; egress 443",
+        "  IAM role + instance profile: read code tarball, write results/<run-id>/ only, SSM agent",
+        "  S3 bucket echoswarm-<account>-<run-id>: private, SSE-S3, TLS only; code tarball",
+        f"  every node: AL2023 (SSM public parameter), IMDSv2 required, {prices.ROOT_VOLUME_GB} GiB"
+        f" gp3 encrypted, shuts down (= terminates) after {spec.max_lifetime_minutes} min",
+    ]
+    rows = [
+        ("server", 1, spec.server_type, False),
+        ("master", 1, spec.master_type, False),
+        ("worker", spec.workers, spec.worker_type, spec.spot),
+    ]
+    costs = []
+    for role, count, itype, spot in rows:
+        line = prices.Line(
+            f"{role} {itype}{' spot' if spot else ''}",
+            count,
+            prices.instance_hourly(itype, spot=spot),
+        )
+        costs.append(line)
+        lines.append(f"  {count} × {line.what}: {prices.money(line.hourly)}/h each")
+    nodes = spec.workers + 2
+    costs.append(prices.Line("public IPv4 + root volume", nodes, prices.node_overhead_hourly()))
+    lines.append(f"  {nodes} × public IPv4 + root volume: {prices.money(costs[-1].hourly)}/h each")
+    hourly = prices.total(costs)
+    lines.append(
+        f"estimated cost: {prices.money(hourly)}/hour; at most "
+        f"{prices.money(None if hourly is None else hourly * spec.max_lifetime_minutes / 60)} "
+        f"if left to the {spec.max_lifetime_minutes}-min lifetime guard "
+        f"(prices of {prices.AS_OF}, {prices.REGION}, estimates; S3/transfer extra, small)"
+    )
+    return lines
+
+
+def _older_than(text: str) -> timedelta:
+    return timedelta(minutes=parse_lifetime(text)) if text != "0" else timedelta(0)
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    if args.run_id:
+        check_run_id(args.run_id)
+    if args.cmd == "plan":
+        spec = spec_from(args)
+        region = args.region or DEFAULT_REGION
+        for line in plan_lines(spec, region, args.run_id or "<new>"):
+            print(line)
+        return 0
+    if args.cmd == "up":
+        spec = spec_from(args)
+        cloud = Cloud(args.region or DEFAULT_REGION, args.profile)
+        run_id = args.run_id or new_run_id()
+        from infra import lifecycle
+
+        result = lifecycle.up(cloud, run_id, spec, profile=args.profile)
+        print(run_id)
+        print(
+            f"up: run {run_id} ready ({result['created']} resource group(s) created)",
+            file=sys.stderr,
+        )
+        return 0
+    if args.cmd == "sweep":
+        from infra import lifecycle
+
+        cloud = Cloud(args.region or DEFAULT_REGION, args.profile)
+        lifecycle.sweep(cloud, _older_than(args.older_than), yes=args.yes, purge=args.purge)
+        return 0
+    run_id, record = state.recall(args.run_id)
+    if not run_id:
+        raise UsageError("no run: pass --run-id or start one with `python -m infra up`")
+    cloud = Cloud(
+        args.region or record.get("region") or DEFAULT_REGION, args.profile or record.get("profile")
+    )
+    return _on_run(args, cloud, run_id, record)
+
+
+def _on_run(args: argparse.Namespace, cloud: Cloud, run_id: str, record: dict[str, Any]) -> int:
+    from infra import lifecycle, testrun
+
+    if args.cmd == "run":
+        extra = [a for a in args.extra if a != "--"]
+        return testrun.run(
+            cloud,
+            run_id,
+            args.locustfile,
+            users=args.users,
+            spawn_rate=args.spawn_rate,
+            run_time=args.run_time,
+            extra=extra,
+            record=record,
+        )
+    if args.cmd == "status":
+        for line in testrun.status(cloud, run_id):
+            print(line)
+        return 0
+    if args.cmd == "fetch":
+        testrun.fetch(cloud, run_id, args.dest)
+        return 0
+    if args.cmd == "down":
+        lifecycle.down(cloud, run_id, purge=args.purge)
+        print(f"down: run {run_id} removed", file=sys.stderr)
+        return 0
+    raise UsageError(f"unknown command {args.cmd}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return dispatch(args)
+    except UsageError as e:
+        print(f"python -m infra {args.cmd}: {e}", file=sys.stderr)
+        return 2
+    except InfraError as e:
+        print(f"python -m infra {args.cmd}: {e}", file=sys.stderr)
+        return 1
+    except botocore.exceptions.NoCredentialsError:
+        print(f"python -m infra {args.cmd}: no AWS credentials found", file=sys.stderr)
+        return 1
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as e:
+        print(f"python -m infra {args.cmd}: {error_text(e)}", file=sys.stderr)
+        return 1
+    except ValueError as e:  # e.g. an unreadable state file
+        print(f"python -m infra {args.cmd}: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"python -m infra {args.cmd}: interrupted", file=sys.stderr)
+        return 130

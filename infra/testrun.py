@@ -1,0 +1,248 @@
+"""``run``, ``status`` and ``fetch``: one headless test on the run's master (SSM Run Command
+starting the master's unit), what the run looks like now, and its results brought home."""
+
+from __future__ import annotations
+
+import ast
+import base64
+import json
+import re
+import shlex
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from infra import bucket as s3b
+from infra import instances, prices
+from infra.aws import Cloud, error_code, error_text, ignore_missing, poll, progress
+from infra.spec import InfraError, UsageError, bucket_name, results_prefix
+from infra.userdata import MASTER_CONFIG, MASTER_UNIT, server_config_path, server_unit_name
+
+ROOT = Path(__file__).resolve().parent.parent
+NODE_RESULTS = "/var/lib/echoswarm/results"
+TERMINAL = {"Success", "Failed", "Cancelled", "TimedOut", "DeliveryTimedOut", "Undeliverable"}
+SSM_READY_TIMEOUT = 900.0  # a fresh node installs Python and the requirements first
+TIMESPAN_RE = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s?)?$")
+
+
+def timespan_seconds(text: str) -> int:
+    """Locust's ``-t`` syntax (``90``, ``30s``, ``1m30s``, ``2h``) → seconds."""
+    m = TIMESPAN_RE.match(text.strip())
+    if not text.strip() or not m:
+        raise UsageError(f"-t {text!r}: expected e.g. 60s, 5m or 1h30m")
+    h, mi, s = (int(g) if g else 0 for g in m.groups())
+    return h * 3600 + mi * 60 + s
+
+
+def declared_servers(locustfile: Path) -> list[dict[str, Any]]:
+    """The locustfile's ``ECHOSWARM_SERVERS`` literal (read, never imported)."""
+    try:
+        tree = ast.parse(locustfile.read_text(), filename=str(locustfile))
+    except (OSError, SyntaxError) as e:
+        raise UsageError(f"{locustfile}: cannot read it ({e})") from None
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == "ECHOSWARM_SERVERS" for t in node.targets
+        ):
+            try:
+                value = ast.literal_eval(node.value)
+            except ValueError:
+                raise UsageError(f"{locustfile}: ECHOSWARM_SERVERS is not a literal") from None
+            if not isinstance(value, list) or not all(
+                isinstance(s, dict) and "kind" in s and "option" in s for s in value
+            ):
+                raise UsageError(f"{locustfile}: ECHOSWARM_SERVERS must be a list of dicts")
+            return value
+    return []
+
+
+def _shell_write(path: str, data: dict[str, Any]) -> str:
+    """A shell line writing ``data`` as JSON to ``path`` (base64: no quoting pitfalls)."""
+    b64 = base64.b64encode(json.dumps(data).encode()).decode()
+    return f"echo {b64} | base64 -d > {shlex.quote(path)}"
+
+
+def _send(cloud: Cloud, instance_id: str, commands: list[str], timeout_s: int, what: str) -> str:
+    """Send a shell script by SSM, retrying while the node's agent is not registered yet."""
+    params = {"commands": commands, "executionTimeout": [str(timeout_s)]}
+    sent: dict[str, str] = {}
+
+    def attempt() -> tuple[bool, str]:
+        try:
+            resp = cloud.ssm.send_command(
+                InstanceIds=[instance_id],
+                DocumentName="AWS-RunShellScript",
+                Comment=what[:100],
+                Parameters=params,
+                TimeoutSeconds=600,
+            )
+        except Exception as e:
+            if error_code(e) == "InvalidInstanceId":
+                return False, "node still bootstrapping (SSM agent not registered)"
+            raise
+        sent["id"] = resp["Command"]["CommandId"]
+        return True, "sent"
+
+    poll(f"{what} on {instance_id}", attempt, timeout=SSM_READY_TIMEOUT, interval=15)
+    return sent["id"]
+
+
+def _wait_command(
+    cloud: Cloud, command_id: str, instance_id: str, what: str, timeout: float, live: Any = None
+) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+
+    def check() -> tuple[bool, str]:
+        inv = ignore_missing(
+            cloud.ssm.get_command_invocation,
+            CommandId=command_id,
+            InstanceId=instance_id,
+            codes=("InvocationDoesNotExist",),
+        )
+        status = inv["Status"] if inv else "Pending"
+        out.update(inv or {})
+        extra = live() if live else ""
+        return status in TERMINAL, status + (f" · {extra}" if extra else "")
+
+    poll(what, check, timeout=timeout, interval=10)
+    return out
+
+
+def live_line(cloud: Cloud, bucket: str, run_id: str) -> str:
+    """A one-line digest of the master's live.json in S3 ("" when there is none)."""
+    try:
+        body = cloud.s3.get_object(Bucket=bucket, Key=results_prefix(run_id) + "live.json")
+        live = json.loads(body["Body"].read())
+    except Exception:
+        return ""
+    keys = ("elapsed", "users", "workers", "msgs_per_s", "failures")
+    return " ".join(f"{k}={live[k]}" for k in keys if k in live)
+
+
+def run(
+    cloud: Cloud,
+    run_id: str,
+    locustfile: str,
+    *,
+    users: int,
+    spawn_rate: float,
+    run_time: str,
+    extra: list[str],
+    record: dict[str, Any],
+) -> int:
+    """Configure the servers the scenario declares, start the master's unit, wait, report."""
+    path = (ROOT / locustfile).resolve()
+    if not path.is_file() or ROOT not in path.parents:
+        raise UsageError(f"{locustfile}: no such locustfile inside the repository")
+    seconds = timespan_seconds(run_time)
+    wanted = declared_servers(path)
+    ns = instances.nodes(cloud, run_id, ["running"])
+    master = next((n for n in ns if n.role == "master"), None)
+    server = next((n for n in ns if n.role == "server"), None)
+    workers = [n for n in ns if n.role == "worker"]
+    if master is None or not workers:
+        raise InfraError(f"run {run_id} has no running master/workers (did `up` finish?)")
+    kinds = set(record.get("spec", {}).get("servers", ["grpc", "ws", "tcp"]))
+    missing = [s["kind"] for s in wanted if s["kind"] not in kinds]
+    if wanted and (server is None or missing):
+        raise InfraError(f"{locustfile} needs servers {missing or wanted} this run does not have")
+    from echoswarm.commands import DEFAULT_SERVER_PORTS
+
+    if wanted and server is not None:
+        cmds = []
+        for s in wanted:
+            cmds.append(_shell_write(server_config_path(s["kind"]), {"args": s.get("args", [])}))
+            cmds.append(f"systemctl restart {server_unit_name(s['kind'])}")
+        cid = _send(cloud, server.instance_id, cmds, 120, "configure servers")
+        inv = _wait_command(cloud, cid, server.instance_id, "configure servers", 300)
+        if inv.get("Status") != "Success":
+            raise InfraError(f"configuring the servers failed: {inv.get('StandardErrorContent')}")
+    bucket = bucket_name(cloud.account, run_id)
+    config = {
+        "run_id": run_id,
+        "locustfile": path.relative_to(ROOT).as_posix(),
+        "users": users,
+        "spawn_rate": spawn_rate,
+        "run_time": run_time,
+        "expect_workers": len(workers),
+        "bind_host": "0.0.0.0",
+        "bind_port": 5557,
+        "servers": [
+            {
+                "kind": s["kind"],
+                "option": s["option"],
+                "host": server.private_ip if server else "",
+                "port": DEFAULT_SERVER_PORTS[s["kind"]],
+            }
+            for s in wanted
+        ],
+        "extra": extra,
+        "results_dir": f"{NODE_RESULTS}/{run_id}",
+        "bucket": bucket,
+        "prefix": results_prefix(run_id),
+        "region": cloud.region,
+    }
+    script = [
+        "install -d -m 0755 /etc/echoswarm",
+        _shell_write(MASTER_CONFIG, config),
+        f"systemctl start {MASTER_UNIT}; rc=$?",
+        f"journalctl -u {MASTER_UNIT} -n 40 --no-pager -o cat",
+        "exit $rc",
+    ]
+    budget = seconds + 600  # spawn, workers reconnecting after the last test, the upload
+    progress(f"run {run_id}: {locustfile} -u {users} -r {spawn_rate} -t {run_time}")
+    cid = _send(cloud, master.instance_id, script, budget, "start the test")
+    inv = _wait_command(
+        cloud,
+        cid,
+        master.instance_id,
+        "test",
+        budget + 120,
+        live=lambda: live_line(cloud, bucket, run_id),
+    )
+    tail = (inv.get("StandardOutputContent") or "").strip().splitlines()[-5:]
+    for line in tail:
+        progress(f"  master: {line}")
+    if inv.get("Status") != "Success":
+        code = int(inv.get("ResponseCode", 3) or 3)
+        progress(f"test ended {inv.get('Status')} (exit {code})")
+        return code if code > 0 else 3
+    print(f"results: s3://{bucket}/{results_prefix(run_id)} — `python -m infra fetch` next")
+    return 0
+
+
+def status(cloud: Cloud, run_id: str) -> list[str]:
+    """Lines: one per node (role, id, type, state, age, cost so far) and the totals."""
+    now = datetime.now(UTC)
+    ns = instances.nodes(cloud, run_id)
+    lines = [f"run {run_id} in {cloud.region}: {len(ns)} instance(s)"]
+    total = 0.0
+    for n in ns:
+        cost = n.cost_so_far(now) if n.state != "terminated" else None
+        total += cost or 0.0
+        age_min = (now - n.launched).total_seconds() / 60
+        lines.append(
+            f"  {n.role:<7} {n.instance_id:<20} {n.instance_type:<11} {n.state:<13} "
+            f"{n.private_ip:<15} {age_min:6.0f} min  {prices.money(cost)}"
+            + (" spot" if n.spot else "")
+        )
+    seen = live_line(cloud, bucket_name(cloud.account, run_id), run_id)
+    lines.append(f"  master sees: {seen or 'no test running (no live.json yet)'}")
+    lines.append(f"  cost so far (estimate, prices of {prices.AS_OF}): ${total:.4f}")
+    return lines
+
+
+def fetch(cloud: Cloud, run_id: str, dest: Path | None) -> Path:
+    target = dest or ROOT / "results" / run_id
+    bucket = bucket_name(cloud.account, run_id)
+    try:
+        n = s3b.download_results(cloud, bucket, run_id, target)
+    except InfraError:
+        raise
+    except Exception as e:
+        raise InfraError(f"fetch from s3://{bucket}: {error_text(e)}") from None
+    if n == 0:
+        raise InfraError(f"no results in s3://{bucket}/{results_prefix(run_id)} yet")
+    progress(f"fetched {n} file(s) to {target}")
+    print(f"python -m analysis report {target}")
+    return target
