@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
+import echoswarm.collect  # noqa: F401  (registers the results plugin)
 from echoswarm.measure import Sample, to_epoch_ns
 
 

@@ -1,0 +1,223 @@
+"""HDR histogram helpers shared by workers, the master and the readers.
+
+Values are microseconds (``echoswarm.measure.HDR_*``: 1 µs … 60 s, 3 significant digits). Rows
+are identified by ``(request_type, name)``; in interval logs a row is written as a *tag*
+(``quote(request_type)/quote(name)``, percent-encoded so the tag holds no comma, space or slash
+of its own, which HdrHistogram's log format forbids).
+
+The interval log is HdrHistogram's standard text format (the one ``HistogramLogWriter`` writes
+and Java's ``HistogramLogProcessor`` reads): ``Tag=T,start_s,length_s,max_ms,BASE64``, start
+times relative to the ``#[StartTime: …]`` / ``#[BaseTime: …]`` header. The reader here tolerates
+a torn last line (a writer killed mid-append) and reports what it skipped.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+from urllib.parse import quote, unquote
+
+from hdrh.histogram import HdrHistogram
+from hdrh.log import HistogramLogWriter
+
+from echoswarm.measure import HDR_HIGHEST_US, HDR_LOWEST_US, HDR_SIGNIFICANT_DIGITS
+
+Row = tuple[str, str]
+"""(request_type, name)"""
+
+PERCENTILES = (50.0, 75.0, 90.0, 95.0, 99.0, 99.9, 99.99)
+
+
+def new_histogram() -> HdrHistogram:
+    return HdrHistogram(HDR_LOWEST_US, HDR_HIGHEST_US, HDR_SIGNIFICANT_DIGITS)
+
+
+def clamp_us(value_ns: int) -> int:
+    """Nanoseconds → a µs value our histograms can hold (out-of-range values are pinned)."""
+    us = value_ns // 1000
+    if us < HDR_LOWEST_US:
+        return HDR_LOWEST_US
+    if us > HDR_HIGHEST_US:
+        return HDR_HIGHEST_US
+    return us
+
+
+def encode(h: HdrHistogram) -> str:
+    """Compressed base64 form (HdrHistogram's standard V2 compressed encoding)."""
+    return h.encode().decode("ascii")
+
+
+def decode(payload: str | bytes) -> HdrHistogram:
+    return HdrHistogram.decode(payload)
+
+
+def tag_of(row: Row) -> str:
+    return f"{quote(row[0], safe='')}/{quote(row[1], safe='')}"
+
+
+def row_of(tag: str) -> Row:
+    request_type, sep, name = tag.partition("/")
+    if not sep:
+        raise ValueError(f"not an echoswarm row tag: {tag!r}")
+    return unquote(request_type), unquote(name)
+
+
+def percentiles_ms(h: HdrHistogram, pcts: Iterable[float] = PERCENTILES) -> dict[float, float]:
+    """Percentile → milliseconds (NaN for an empty histogram)."""
+    pcts = list(pcts)
+    if h.get_total_count() == 0:
+        return {p: float("nan") for p in pcts}
+    values = h.get_percentile_to_value_dict(pcts)
+    return {p: values[p] / 1000.0 for p in pcts}
+
+
+def spectrum(h: HdrHistogram, ticks_per_half_distance: int = 5) -> list[tuple[float, float, int]]:
+    """HDR percentile spectrum: (percentile, value_ms, cumulative count) rows."""
+    if h.get_total_count() == 0:
+        return []
+    out = []
+    for item in h.get_percentile_iterator(ticks_per_half_distance):
+        pct = item.percentile_level_iterated_to
+        out.append(
+            (
+                pct,
+                h.get_highest_equivalent_value(item.value_iterated_to) / 1000.0,
+                item.total_count_to_this_value,
+            )
+        )
+        if pct >= 100.0:
+            break
+    return out
+
+
+class IntervalLogWriter:
+    """Append-only interval log; each write is flushed so a killed process loses little."""
+
+    def __init__(self, path: Path, start_epoch_s: float, comment: str = "") -> None:
+        self.path = path
+        # Whole second: intervals are whole seconds, and readers skip any starting before this.
+        self.start_epoch_s = start_epoch_s = float(int(start_epoch_s))
+        fresh = not path.exists() or path.stat().st_size == 0
+        self._file: TextIO = path.open("a", encoding="ascii")
+        self._writer = HistogramLogWriter(self._file)
+        if fresh:
+            if comment:
+                self._writer.output_comment(comment)
+            self._writer.output_log_format_version()
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(start_epoch_s))
+            self._file.write(f"#[StartTime: {start_epoch_s:.3f} (seconds since epoch), {stamp}]\n")
+            # Absolute interval timestamps (BaseTime 0): workers' clocks may differ a little
+            # from the master's, and the format's readers accept no negative relative times.
+            self._writer.output_base_time(0.0)
+            self._writer.output_legend()
+            self._file.flush()
+
+    def write(self, row: Row, start_epoch_s: float, length_s: float, h: HdrHistogram) -> None:
+        max_ms = h.get_max_value() / 1000.0
+        self._file.write(
+            f"Tag={tag_of(row)},{start_epoch_s:.3f},{length_s:.3f},{max_ms:.3f},{encode(h)}\n"
+        )
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self._file.close()
+
+
+@dataclass
+class Interval:
+    row: Row
+    start_epoch_s: float
+    length_s: float
+    histogram: HdrHistogram
+
+
+@dataclass
+class IntervalLog:
+    start_epoch_s: float | None
+    intervals: list[Interval] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # "line N: why" for lines that failed
+
+
+def read_interval_log(path: Path) -> IntervalLog:
+    """Parse an interval log written by :class:`IntervalLogWriter` (or any tagged hlog).
+
+    Raises ``OSError`` if the file cannot be read and ``ValueError`` if it has no valid header or
+    interval line at all; a bad line elsewhere (typically the torn last line of a killed
+    writer) is skipped and listed in ``skipped``.
+    """
+    start: float | None = None
+    base: float | None = None
+    log = IntervalLog(None)
+    valid = 0
+    with path.open(encoding="ascii", errors="replace") as f:
+        for lineno, line in enumerate(f, 1):
+            line = line.rstrip("\n")
+            if not line:
+                continue
+            if line.startswith("#[StartTime:"):
+                start = _header_seconds(line)
+                valid += 1
+                continue
+            if line.startswith("#[BaseTime:"):
+                base = _header_seconds(line)
+                continue
+            if line.startswith("#") or line.startswith('"'):
+                valid += line.startswith("#[Histogram log format")
+                continue
+            if base is None:
+                base = _implied_base(line, start)
+            try:
+                log.intervals.append(_parse_interval(line, base))
+                valid += 1
+            except Exception as exc:  # the codec raises several types on a torn payload
+                log.skipped.append(f"line {lineno}: {exc}")
+    if not valid:
+        raise ValueError("not an HdrHistogram interval log (no header or interval lines)")
+    log.start_epoch_s = start if start is not None else base
+    return log
+
+
+def _implied_base(line: str, start: float | None) -> float:
+    # As the format specifies: without a BaseTime, timestamps far below the StartTime are
+    # relative to it, others absolute.
+    try:
+        first = float(line.split(",", 2)[1] if line.startswith("Tag=") else line.split(",", 1)[0])
+    except (ValueError, IndexError):
+        return 0.0
+    return start if start is not None and first < start - 365 * 86400 else 0.0
+
+
+def _header_seconds(line: str) -> float:
+    return float(line.split(":", 1)[1].strip().split()[0].rstrip(","))
+
+
+def _parse_interval(line: str, base: float) -> Interval:
+    if not line.startswith("Tag="):
+        raise ValueError("untagged interval (not written by echoswarm)")
+    tag, rest = line[4:].split(",", 1)
+    start_s, length_s, _max, payload = rest.split(",", 3)
+    h = decode(payload)
+    if h is None:
+        raise ValueError("undecodable histogram payload")
+    return Interval(row_of(tag), base + float(start_s), float(length_s), h)
+
+
+def merge_intervals(intervals: Iterable[Interval]) -> dict[Row, HdrHistogram]:
+    """Sum intervals per row (the whole run's histogram per request row)."""
+    merged: dict[Row, HdrHistogram] = {}
+    for iv in intervals:
+        total = merged.get(iv.row)
+        if total is None:
+            total = merged[iv.row] = new_histogram()
+        total.add(iv.histogram)
+    return merged
+
+
+def iter_sorted(intervals: Iterable[Interval]) -> Iterator[Interval]:
+    return iter(sorted(intervals, key=lambda iv: (iv.start_epoch_s, iv.row)))

@@ -1,0 +1,190 @@
+"""Per-event records: Arrow batches on the wire, Parquet on disk.
+
+Workers turn a report interval's samples into one Arrow IPC stream (compressed, a few hundred KB
+for tens of thousands of events) — the master only appends a ``worker`` column and writes it.
+While a run is going the master writes complete part files (``events.parts/part-NNNNNN.parquet``,
+written under a temporary name and renamed, so a killed master never leaves a torn one); at the
+end they are streamed into one ``events.parquet`` (bounded memory) and the parts removed. The
+reader takes ``events.parquet`` if present, else the parts.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.ipc as ipc
+import pyarrow.parquet as pq
+
+from echoswarm.measure import Sample, to_epoch_ns
+
+EVENTS_FILE = "events.parquet"
+PARTS_DIR = "events.parts"
+_OFFSET_NS = to_epoch_ns(0)
+
+WIRE_SCHEMA = pa.schema(
+    [
+        ("user_id", pa.int64()),
+        ("conn_id", pa.int64()),
+        ("seq", pa.int64()),
+        ("request_type", pa.string()),
+        ("name", pa.string()),
+        ("start_ns", pa.int64()),  # epoch ns; the intended send time for scheduled messages
+        ("intended_ns", pa.int64()),  # epoch ns, null when not a scheduled message
+        ("sent_ns", pa.int64()),  # epoch ns, null when unknown
+        ("received_ns", pa.int64()),  # epoch ns, null when no (valid) reply
+        ("latency_ns", pa.int64()),
+        ("bytes", pa.int64()),
+        ("error", pa.string()),  # null when ok
+        ("sample_rate", pa.float64()),  # fraction of this row's samples kept as events
+    ]
+)
+SCHEMA = pa.schema([pa.field("worker", pa.int32()), *WIRE_SCHEMA])
+_ROWS_PER_GROUP = 500_000
+
+
+def encode_batch(samples: Sequence[Sample], sample_rate: float = 1.0) -> bytes:
+    """Samples → one compressed Arrow IPC stream (runs once per report, not per sample)."""
+    cols = list(
+        zip(
+            *(
+                (
+                    s.user_id,
+                    s.conn_id,
+                    s.seq,
+                    s.request_type,
+                    s.name,
+                    s.start_ns,
+                    s.intended_ns,
+                    s.sent_ns,
+                    s.received_ns,
+                    s.latency_ns,
+                    s.nbytes,
+                    s.error,
+                )
+                for s in samples
+            ),
+            strict=True,
+        )
+    )
+    n = len(samples)
+    arrays: list[pa.Array] = [
+        pa.array(cols[0], pa.int64()),
+        pa.array(cols[1], pa.int64()),
+        pa.array(cols[2], pa.int64()),
+        pa.array(cols[3], pa.string()),
+        pa.array(cols[4], pa.string()),
+        pa.array(np.asarray(cols[5], np.int64) + _OFFSET_NS),
+    ]
+    for i in (6, 7, 8):  # monotonic readings → epoch, 0 meaning "none"
+        mono = np.asarray(cols[i], np.int64)
+        arrays.append(pa.array(mono + _OFFSET_NS, mask=mono == 0))
+    arrays += [
+        pa.array(cols[9], pa.int64()),
+        pa.array(cols[10], pa.int64()),
+        pa.array(cols[11], pa.string()),
+        pa.array(np.full(n, sample_rate, np.float64)),
+    ]
+    batch = pa.RecordBatch.from_arrays(arrays, schema=WIRE_SCHEMA)
+    sink = pa.BufferOutputStream()
+    options = ipc.IpcWriteOptions(compression="zstd")
+    with ipc.new_stream(sink, WIRE_SCHEMA, options=options) as writer:
+        writer.write_batch(batch)
+    return bytes(sink.getvalue().to_pybytes())
+
+
+def decode_batch(payload: bytes, worker: int) -> pa.RecordBatch:
+    """A worker's IPC stream → one RecordBatch with the ``worker`` column in front."""
+    table = ipc.open_stream(pa.py_buffer(payload)).read_all()
+    if table.schema != WIRE_SCHEMA:
+        raise ValueError("events batch has an unexpected schema (worker running other code?)")
+    table = table.combine_chunks()
+    workers = pa.array(np.full(table.num_rows, worker, np.int32))
+    arrays = [workers, *(table.column(i).combine_chunks() for i in range(table.num_columns))]
+    return pa.RecordBatch.from_arrays(arrays, schema=SCHEMA)
+
+
+class PartWriter:
+    """Writes complete Parquet part files into ``run_dir/events.parts``."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.dir = run_dir / PARTS_DIR
+        self.rows = 0
+        self.parts = 0
+        existing = sorted(self.dir.glob("part-*.parquet")) if self.dir.exists() else []
+        self._next = len(existing)
+
+    def write(self, batches: Sequence[pa.RecordBatch]) -> None:
+        if not batches:
+            return
+        table = pa.Table.from_batches(batches, schema=SCHEMA)
+        if table.num_rows == 0:
+            return
+        self.dir.mkdir(parents=True, exist_ok=True)
+        final = self.dir / f"part-{self._next:06d}.parquet"
+        tmp = final.with_suffix(".tmp")
+        pq.write_table(table, tmp, compression="zstd")
+        os.replace(tmp, final)
+        self._next += 1
+        self.parts += 1
+        self.rows += table.num_rows
+
+
+def part_files(run_dir: Path) -> list[Path]:
+    d = run_dir / PARTS_DIR
+    return sorted(d.glob("part-*.parquet")) if d.is_dir() else []
+
+
+def consolidate(run_dir: Path) -> int:
+    """Stream every part into ``events.parquet`` (atomically) and remove the parts; rows."""
+    final = run_dir / EVENTS_FILE
+    tmp = run_dir / (EVENTS_FILE + ".tmp")
+    parts = part_files(run_dir)
+    rows = 0
+    with pq.ParquetWriter(tmp, SCHEMA, compression="zstd") as writer:
+        pending: list[pa.Table] = []
+        pending_rows = 0
+        for part in parts:
+            t = pq.read_table(part, schema=SCHEMA)
+            pending.append(t)
+            pending_rows += t.num_rows
+            if pending_rows >= _ROWS_PER_GROUP:
+                writer.write_table(pa.concat_tables(pending), row_group_size=_ROWS_PER_GROUP)
+                rows += pending_rows
+                pending, pending_rows = [], 0
+        if pending:
+            writer.write_table(pa.concat_tables(pending), row_group_size=_ROWS_PER_GROUP)
+            rows += pending_rows
+    os.replace(tmp, final)
+    for part in parts:
+        part.unlink()
+    parts_dir = run_dir / PARTS_DIR
+    if parts_dir.is_dir():
+        for leftover in parts_dir.glob("*.tmp"):
+            leftover.unlink()
+        parts_dir.rmdir()
+    return rows
+
+
+def read_events(run_dir: Path) -> pa.Table:
+    """All events of a run (consolidated file, or the parts of an unfinished run).
+
+    Raises ``FileNotFoundError`` when there is neither, and ``pyarrow.ArrowInvalid`` /
+    ``OSError`` when a file is corrupt (callers name the file).
+    """
+    final = run_dir / EVENTS_FILE
+    if final.is_file():
+        return pq.read_table(final, schema=SCHEMA)
+    parts = part_files(run_dir)
+    if not parts and not (run_dir / PARTS_DIR).is_dir():
+        raise FileNotFoundError(str(final))
+    tables = []
+    for part in parts:
+        try:
+            tables.append(pq.read_table(part, schema=SCHEMA))
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise type(exc)(f"{part}: {exc}") from exc
+    return pa.concat_tables(tables) if tables else SCHEMA.empty_table()

@@ -1,0 +1,158 @@
+"""Per-process recording: samples → per-second HDR histograms + an events batch → a *report*.
+
+This is the hot path (every sample of every worker passes through :meth:`Recorder.record`), so
+it does the least possible per sample: a dict lookup, one or two ``record_value`` calls, a few
+integer additions and (when the sampling accumulator says so) one list append of the Sample
+object itself. Everything else — column building, Arrow encoding, histogram encoding — happens
+once per report (every few seconds) in :meth:`Recorder.harvest`.
+
+A *report* is a msgpack-able dict (Locust ships it inside its own worker report):
+
+``{"v": 1, "final": bool, "rows": [[request_type, name, count, failures, ok_sum_ns, bytes]],
+"hist": [[request_type, name, kind, epoch_second, base64]], "events": bytes | None,
+"events_rate": float, "events_offered": int, "events_kept": int}``
+
+``kind`` is ``latency`` (successful samples), ``failed`` (failed samples' latency, so their
+count per second is known) or ``lag`` (sender lag of scheduled messages). Histograms are per
+epoch second of the sample's *completion* (start + latency), so timelines from different workers
+line up.
+
+Event sampling is explicit: the user's ``--events-sample-rate`` keeps a deterministic fraction
+(an accumulator, not a coin), and if a report interval would exceed the per-process cap the
+batch is thinned by halves and the applied rate goes down with it — the rate travels with every
+batch and lands in each event row and in ``run.json``; nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hdrh.histogram import HdrHistogram
+
+from echoswarm import hdr
+from echoswarm.measure import Sample, to_epoch_ns
+from echoswarm.results_events import encode_batch
+
+REPORT_VERSION = 1
+KINDS = ("latency", "failed", "lag")
+_EPOCH_OFFSET_NS = to_epoch_ns(0)
+_NS = 1_000_000_000
+
+
+@dataclass(slots=True)
+class _Second:
+    latency: HdrHistogram | None = None
+    failed: HdrHistogram | None = None
+    lag: HdrHistogram | None = None
+
+
+@dataclass(slots=True)
+class _Row:
+    count: int = 0
+    failures: int = 0
+    ok_sum_ns: int = 0
+    nbytes: int = 0
+    sec: int = -1
+    cur: _Second = field(default_factory=_Second)
+    seconds: dict[int, _Second] = field(default_factory=dict)
+
+
+class Recorder:
+    """Accumulates samples of one process between reports."""
+
+    def __init__(self, sample_rate: float = 1.0, max_events_per_report: int = 60_000) -> None:
+        if not 0.0 <= sample_rate <= 1.0:
+            raise ValueError(f"events sample rate must be within 0..1, got {sample_rate}")
+        self.requested_rate = sample_rate
+        self.max_events = max(1, max_events_per_report)
+        self._rate = sample_rate
+        self._acc = 0.0
+        self._rows: dict[tuple[str, str], _Row] = {}
+        self._events: list[Sample] = []
+        self._offered = 0
+
+    # -- hot path ---------------------------------------------------------------------------
+    def record(self, s: Sample) -> None:
+        key = (s.request_type, s.name)
+        row = self._rows.get(key)
+        if row is None:
+            row = self._rows[key] = _Row()
+        sec = (s.start_ns + s.latency_ns + _EPOCH_OFFSET_NS) // _NS
+        if sec != row.sec:
+            cur = row.seconds.get(sec)
+            if cur is None:
+                cur = row.seconds[sec] = _Second()
+            row.sec, row.cur = sec, cur
+        cur = row.cur
+        row.count += 1
+        row.nbytes += s.nbytes
+        if s.error is None:
+            row.ok_sum_ns += s.latency_ns
+            h = cur.latency
+            if h is None:
+                h = cur.latency = hdr.new_histogram()
+            h.record_value(hdr.clamp_us(s.latency_ns))
+            if s.intended_ns and s.sent_ns:
+                lag = cur.lag
+                if lag is None:
+                    lag = cur.lag = hdr.new_histogram()
+                lag.record_value(hdr.clamp_us(s.sent_ns - s.intended_ns))
+        else:
+            row.failures += 1
+            f = cur.failed
+            if f is None:
+                f = cur.failed = hdr.new_histogram()
+            f.record_value(hdr.clamp_us(s.latency_ns))
+        self._offered += 1
+        self._acc += self._rate
+        if self._acc >= 1.0:
+            self._acc -= 1.0
+            self._events.append(s)
+            if len(self._events) >= self.max_events:
+                self._thin()
+
+    def _thin(self) -> None:
+        # Over the cap for this interval: keep every other event and halve the rate, so the
+        # whole batch stays a uniform sample at the (recorded) rate.
+        self._events = self._events[1::2]
+        self._rate /= 2.0
+
+    # -- once per report --------------------------------------------------------------------
+    def pending(self) -> int:
+        """Samples recorded since the last harvest."""
+        return sum(r.count for r in self._rows.values())
+
+    def harvest(self, final: bool = False) -> dict[str, Any]:
+        """Everything recorded since the last harvest, as a report; resets the interval."""
+        rows = []
+        hists = []
+        for (rt, name), row in self._rows.items():
+            if not row.count:
+                continue
+            rows.append([rt, name, row.count, row.failures, row.ok_sum_ns, row.nbytes])
+            for sec, hs in row.seconds.items():
+                for kind in KINDS:
+                    h = getattr(hs, kind)
+                    if h is not None:
+                        hists.append([rt, name, kind, sec, hdr.encode(h)])
+        self._rows = {}
+        batch_rate = self._rate
+        events = encode_batch(self._events, batch_rate) if self._events else None
+        report: dict[str, Any] = {
+            "v": REPORT_VERSION,
+            "final": final,
+            "rows": rows,
+            "hist": hists,
+            "events": events,
+            "events_rate": batch_rate,
+            "events_offered": self._offered,
+            "events_kept": len(self._events),
+        }
+        self._events = []
+        self._offered = 0
+        # The next interval starts from at most twice the applied rate, so one burst does not
+        # cost the rest of the run its events, while steady overload settles at one halving.
+        if self._rate < self.requested_rate:
+            self._rate = min(self.requested_rate, self._rate * 2.0)
+        return report
