@@ -7,6 +7,7 @@ import os
 import re
 import selectors
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -151,3 +152,27 @@ def listening_ports_of(pids: set[int]) -> list[tuple[int, int]]:
         if conn.status == psutil.CONN_LISTEN and conn.pid in pids and conn.laddr:
             out.append((conn.pid, conn.laddr.port))
     return out
+
+
+# --- raw-socket helpers (for speaking just enough HTTP/WebSocket to test servers' edges) ---
+
+
+def ws_upgrade_request(host: str, port: int, path: str = "/echo", extra_headers: str = "") -> bytes:
+    """An RFC 6455 opening handshake request, byte for byte."""
+    return (
+        f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        f"Sec-WebSocket-Version: 13\r\n{extra_headers}\r\n"
+    ).encode()
+
+
+def read_http_head(sock: socket.socket, timeout: float = 10.0) -> bytes:
+    """Bytes up to and including the blank line ending an HTTP response head (or EOF)."""
+    sock.settimeout(timeout)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return data.split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n" if b"\r\n\r\n" in data else data

@@ -1,0 +1,307 @@
+"""WebSocket echo server (``websockets`` asyncio) at ``ws://HOST:PORT/echo``.
+
+``python -m servers ws [--work none|stats] [--reply after|before] [--max-size N]
+[--compression none|deflate] [--workers N] [--delay-ms D] ...``
+
+Behaviour, and the choices behind it:
+
+- Only ``/echo`` upgrades; any other path gets HTTP 404. A plain HTTP request to ``/echo`` that
+  is not an upgrade gets 426 (from websockets). Neither is logged above DEBUG.
+- Binary and text messages are echoed unchanged (text stays text). A message over
+  ``--max-size`` (default 16 MiB) closes that connection with 1009; the server carries on.
+- permessage-deflate is off unless ``--compression deflate``: echo payloads are measured, not
+  shrunk.
+- ``--work stats``: a binary message that starts with the frame magic ``ES`` is parsed with
+  ``echoswarm.wire``; if it fails validation the connection is closed with 1007 and a short
+  reason. A valid frame with the STATS request flag is answered with a frame carrying the same
+  seq and timestamps, the STATS reply flag and a UTF-8 JSON payload. Other frames, other binary
+  messages and text are echoed unchanged, as in ``--work none``.
+  - ``--reply after`` (seed S001's "slow response"): the figures
+    ``{"bytes", "max", "min", "mean", "median"}`` (numpy, payload as uint8) are computed in a
+    process pool of ``--workers`` processes, awaited, then sent. One connection's requests are
+    answered in order, one at a time; other connections carry on meanwhile.
+  - ``--reply before`` ("fast response"): ``{"bytes": n, "status": "accepted"}`` goes back at
+    once and the same computation runs in the background. At most ``BACKGROUND_LIMIT`` jobs are
+    pending at a time; beyond that a connection waits for room before its acknowledgement
+    (backpressure rather than unbounded memory).
+- ``--delay-ms D`` delays every reply to D after its request arrived; pipelined requests are
+  not serialised by it (reply i goes at arrival_i + D, in order).
+- Clients that vanish mid-message, reset connections, garbage instead of a handshake and
+  handshake timeouts (websockets' ``open_timeout``, 10 s) are logged at DEBUG, never as
+  tracebacks. SIGTERM/SIGINT close every connection (1001) within ``--grace-s`` and exit 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import http
+import json
+import logging
+import os
+import signal
+import time
+from concurrent.futures import Executor
+from typing import Any
+from urllib.parse import urlsplit
+
+from websockets.asyncio.server import Request, Response, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+
+from echoswarm import wire
+from servers.common import (
+    add_common_arguments,
+    announce,
+    bind_error,
+    non_negative_float,
+    positive_int,
+    raise_nofile_limit,
+)
+
+log = logging.getLogger("servers.ws")
+
+PATH = "/echo"
+DEFAULT_PORT = 8765
+DEFAULT_MAX_SIZE = 16 * 1024 * 1024
+BACKGROUND_LIMIT = 64
+# Bounded so a client pipelining into a delayed connection is slowed by TCP backpressure
+# instead of growing the server's memory.
+DELAY_BACKLOG = 1024
+CLOSE_INVALID_DATA = 1007
+CLOSE_INTERNAL_ERROR = 1011
+MAX_REASON_BYTES = 123  # RFC 6455: a close reason fits in a 125-byte control frame
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_common_arguments(parser, DEFAULT_PORT)
+    parser.add_argument(
+        "--work",
+        choices=["none", "stats"],
+        default="none",
+        help="none: pure echo; stats: answer STATS frames with numpy pixel statistics",
+    )
+    parser.add_argument(
+        "--reply",
+        choices=["after", "before"],
+        default="after",
+        help="stats mode: reply after the work (default) or acknowledge before it",
+    )
+    parser.add_argument(
+        "--max-size",
+        type=positive_int,
+        default=DEFAULT_MAX_SIZE,
+        help="largest message accepted, in bytes; larger ones close with 1009 (default 16 MiB)",
+    )
+    parser.add_argument(
+        "--compression",
+        choices=["none", "deflate"],
+        default="none",
+        help="permessage-deflate (default none)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=positive_int,
+        default=os.cpu_count() or 1,
+        help="stats mode: worker processes for the computation (default: CPU count)",
+    )
+    parser.add_argument(
+        "--grace-s",
+        type=non_negative_float,
+        default=5.0,
+        help="on SIGTERM/SIGINT, wait this long for connections to close (default 5)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    raise_nofile_limit()
+    pool = None
+    if args.work == "stats":
+        from servers.ws_stats import start_pool  # numpy only where it is needed
+
+        pool = start_pool(args.workers)
+    try:
+        asyncio.run(_serve(args, pool))
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+    return 0
+
+
+class BadFrame(Exception):
+    """A message claimed to be an echoswarm frame (magic ``ES``) but is not a valid one."""
+
+
+class Echo:
+    """Per-server state and the per-connection handler."""
+
+    def __init__(self, args: argparse.Namespace, pool: Executor | None) -> None:
+        self.delay_ns = int(args.delay_ms * 1_000_000)
+        self.stats = args.work == "stats"
+        self.reply_before = args.reply == "before"
+        self.pool = pool
+        self.background = asyncio.Semaphore(BACKGROUND_LIMIT)
+        self.jobs: set[asyncio.Future[Any]] = set()
+
+    async def handle(self, ws: ServerConnection) -> None:
+        try:
+            if self.delay_ns:
+                await self._delayed(ws)
+            else:
+                async for message in ws:
+                    await ws.send(await self.respond(message))
+        except ConnectionClosed as exc:
+            # A client that vanished, or a 1009 from --max-size: routine for an echo server.
+            log.debug("%s closed: %s", _peer(ws), exc)
+        except BadFrame as exc:
+            log.debug("%s sent a bad frame: %s", _peer(ws), exc)
+            await ws.close(CLOSE_INVALID_DATA, _reason(f"bad frame: {exc}"))
+        except Exception as exc:  # e.g. a broken worker pool: tell this client, keep serving
+            log.warning("%s: %s: %s", _peer(ws), type(exc).__name__, exc)
+            await ws.close(CLOSE_INTERNAL_ERROR, _reason(f"server error: {type(exc).__name__}"))
+
+    async def _delayed(self, ws: ServerConnection) -> None:
+        """Read and reply concurrently, so each reply is due at its own arrival + delay."""
+        backlog: asyncio.Queue[tuple[int, str | bytes]] = asyncio.Queue(DELAY_BACKLOG)
+
+        async def write() -> None:
+            while True:
+                arrived, message = await backlog.get()
+                reply = await self.respond(message)
+                wait = arrived + self.delay_ns - time.monotonic_ns()
+                if wait > 0:
+                    await asyncio.sleep(wait / 1e9)
+                await ws.send(reply)
+
+        writer = asyncio.create_task(write())
+        try:
+            async for message in ws:
+                item = (time.monotonic_ns(), message)
+                if backlog.full():  # wait for room, unless the writer has failed meanwhile
+                    put = asyncio.ensure_future(backlog.put(item))
+                    await asyncio.wait({put, writer}, return_when=asyncio.FIRST_COMPLETED)
+                    if not put.done():
+                        put.cancel()
+                else:
+                    backlog.put_nowait(item)
+                if writer.done():
+                    break
+        finally:
+            if not writer.done():
+                writer.cancel()
+        if not writer.cancelled() and writer.exception() is not None:
+            raise writer.exception()  # type: ignore[misc]
+
+    async def respond(self, message: str | bytes) -> str | bytes:
+        """The reply to one message (the message itself unless it is a STATS request)."""
+        if not self.stats or isinstance(message, str) or message[:2] != wire.MAGIC:
+            return message
+        try:
+            header, payload = wire.parse_frame(message)
+        except wire.FrameError as exc:
+            raise BadFrame(str(exc)) from None
+        if not header.is_stats_request:
+            return message
+        if self.reply_before:
+            await self.background.acquire()
+            job = self._submit(bytes(payload))
+            job.add_done_callback(self._background_done)
+            result: dict[str, Any] = {"bytes": len(payload), "status": "accepted"}
+        else:
+            result = await self._submit(bytes(payload))
+        body = json.dumps(result).encode()
+        return wire.build_frame(
+            wire.HEADER_SIZE + len(body),
+            seq=header.seq,
+            intended_send_ns=header.intended_send_ns,
+            sent_ns=header.sent_ns,
+            flags=wire.FLAG_STATS_REPLY,
+            payload=body,
+        )
+
+    def _submit(self, payload: bytes) -> asyncio.Future[dict[str, Any]]:
+        from servers.ws_stats import compute_stats
+
+        loop = asyncio.get_running_loop()
+        return loop.run_in_executor(self.pool, compute_stats, payload)
+
+    def _background_done(self, job: asyncio.Future[Any]) -> None:
+        self.background.release()
+        if job.cancelled():
+            return
+        if job.exception() is not None:
+            log.warning("background stats job failed: %r", job.exception())
+        else:
+            log.debug("background stats: %s", job.result())
+
+
+def _peer(ws: ServerConnection) -> str:
+    try:
+        host, port = ws.remote_address[:2]
+        return f"{host}:{port}"
+    except (TypeError, ValueError):
+        return "client"
+
+
+def _reason(text: str) -> str:
+    return text.encode()[:MAX_REASON_BYTES].decode(errors="ignore")
+
+
+class _OneLineBelowWarning(logging.Filter):
+    """websockets attaches tracebacks to its DEBUG notes about failed handshakes; keep those to
+    one line. WARNING and above (real server faults) keep their tracebacks."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.levelno < logging.WARNING:
+            exc = record.exc_info[1]
+            record.msg = f"{record.getMessage()}: {type(exc).__name__}: {exc}"
+            record.args = ()
+            record.exc_info = None
+        return True
+
+
+def _protocol_logger() -> logging.Logger:
+    """The logger websockets writes to (its per-frame notes show only at --log-level debug)."""
+    logger = logging.getLogger("servers.ws.protocol")
+    logger.addFilter(_OneLineBelowWarning())
+    return logger
+
+
+def _only_echo_path(connection: ServerConnection, request: Request) -> Response | None:
+    if urlsplit(request.path).path != PATH:
+        return connection.respond(http.HTTPStatus.NOT_FOUND, f"Not found; try {PATH}\n")
+    return None
+
+
+async def _serve(args: argparse.Namespace, pool: Executor | None) -> None:
+    echo = Echo(args, pool)
+    try:
+        server = await serve(
+            echo.handle,
+            args.host,
+            args.port,
+            process_request=_only_echo_path,
+            max_size=args.max_size,
+            compression="deflate" if args.compression == "deflate" else None,
+            logger=_protocol_logger(),
+        )
+    except OSError as exc:
+        raise bind_error(exc, args.host, args.port) from None
+    port = server.sockets[0].getsockname()[1] if server.sockets else args.port
+    announce("ws", args.host, port)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("stopping (grace %.1fs)", args.grace_s)
+    server.close()  # refuses new connections, sends 1001 to open ones
+    try:
+        async with asyncio.timeout(args.grace_s):
+            await server.wait_closed()
+    except TimeoutError:
+        # Peers that never answer the closing handshake would hold us for close_timeout each.
+        stuck = list(server.all_connections)
+        log.info("%d connection(s) still open after the grace period; aborting", len(stuck))
+        for connection in stuck:
+            connection.transport.abort()
