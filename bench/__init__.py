@@ -1,0 +1,1 @@
+"""Benchmarks (not tests): load-generator cost per message, paced capacity, measurement fidelity."""

@@ -1,0 +1,268 @@
+"""Child process of the benchmark: run one client inside a real Locust runner and meter it.
+
+    python -m bench.driver pingpong --client ours|naive --transport tcp|ws|grpc
+        --target T --conns N --warmup W --messages M [--frame-bytes 3200] [--profile FILE]
+    python -m bench.driver paced --transport tcp --target T --steps 100,500,1000
+        --seconds S [--settle-s 1]
+
+It builds a Locust ``Environment`` with Locust's own parsed options (so our users read
+``--mode``, targets and frame size exactly as under ``locust``), a ``LocalRunner``, and a
+listener on ``events.request``. It runs in its own process so gevent's patching and gRPC's
+gevent mode never leak into the orchestrator, and so ``getrusage(RUSAGE_SELF)`` is the cost of
+the load generator alone (every thread of it, gRPC's C-core threads included) and not of the
+servers or the orchestrator.
+
+``pingpong``: starts N users (one connection each) at once; once spawning is complete and W
+per-message rows have arrived, reads CPU time and a wall clock, then again after M more rows,
+and prints one JSON line: messages, cpu_s, user_s, sys_s, wall_s, failures. Connection setup and
+interpreter start-up are outside the window; Locust's stats and our results plugin are inside
+it, as they are in a real run.
+
+``paced``: ramps the user count through the steps (paced mode, 3200 B every 100 ms); after each
+step's spawn completes and a settling time, collects the sender lag of every message for S
+seconds and prints one JSON line per step: streams, messages, lag p50/p99/max, latency p50/p99,
+failures and the process's CPU utilisation during the window.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import time
+from typing import Any
+
+import gevent
+import locust  # noqa: I001  (gevent monkey-patching before anything else)
+from gevent.event import Event
+from locust.argument_parser import get_parser
+from locust.env import Environment
+
+from echoswarm.users import options
+
+TARGET_OPTION = {"tcp": "--tcp-target", "ws": "--ws-url", "grpc": "--grpc-target"}
+
+
+def ours_user(transport: str) -> type[locust.User]:
+    """A concrete subclass of our abstract user for ``transport``, running one long stream."""
+    if transport == "tcp":
+        from echoswarm.users.tcp import TcpUser
+
+        return type("BenchTcpUser", (TcpUser,), {"pattern": "stream"})
+    if transport == "ws":
+        from echoswarm.users.websocket import WebSocketUser
+
+        return type("BenchWsUser", (WebSocketUser,), {"pattern": "stream"})
+    from echoswarm.users.grpc import GrpcUser
+
+    return type("BenchGrpcUser", (GrpcUser,), {"kind": "bidi"})
+
+
+def naive_user(transport: str) -> type[locust.User]:
+    from bench.naive import NAIVE_USERS
+
+    base = NAIVE_USERS[transport]
+    return type(f"Bench{base.__name__}", (base,), {})
+
+
+def locust_options(transport: str, target: str, extra: list[str]) -> Any:
+    """Locust's full option namespace (ours included), as ``locust --headless ...`` parses it."""
+    parser = get_parser(default_config_files=[])
+    return parser.parse_args(["--headless", TARGET_OPTION[transport], target, *extra])
+
+
+def cpu_s() -> tuple[float, float]:
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime, ru.ru_stime
+
+
+def raise_nofile() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+class PingPongMeter:
+    """Counts per-message rows; snapshots CPU and wall time at the window's two ends."""
+
+    def __init__(self, env: Environment, warmup: int, messages: int) -> None:
+        self.warmup = warmup
+        self.messages = messages
+        self.spawned = False
+        self.count = 0  # rows after spawning completed
+        self.failures = 0
+        self.start: tuple[int, float, tuple[float, float]] | None = None
+        self.end: tuple[int, float, tuple[float, float]] | None = None
+        self.done = Event()
+        env.events.request.add_listener(self.on_request)
+        env.events.spawning_complete.add_listener(self.on_spawned)
+
+    def on_spawned(self, **_kw: Any) -> None:
+        self.spawned = True
+
+    def on_request(self, name: str, exception: Any = None, **_kw: Any) -> None:
+        if not self.spawned or not name.endswith("msg") or self.end is not None:
+            return
+        self.count += 1
+        if exception is not None and self.start is not None:
+            self.failures += 1
+        if self.start is None and self.count >= self.warmup:
+            self.start = (self.count, time.perf_counter(), cpu_s())
+        elif self.start is not None and self.count - self.start[0] >= self.messages:
+            self.end = (self.count, time.perf_counter(), cpu_s())
+            self.done.set()
+
+    def result(self) -> dict[str, Any]:
+        if self.start is None or self.end is None:
+            return {"error": f"only {self.count} messages arrived before the deadline"}
+        (n0, w0, (u0, s0)), (n1, w1, (u1, s1)) = self.start, self.end
+        return {
+            "messages": n1 - n0,
+            "cpu_s": (u1 - u0) + (s1 - s0),
+            "user_s": u1 - u0,
+            "sys_s": s1 - s0,
+            "wall_s": w1 - w0,
+            "failures": self.failures,
+        }
+
+
+def run_pingpong(args: argparse.Namespace) -> dict[str, Any]:
+    extra = ["--mode", "pingpong", "--frame-bytes", str(args.frame_bytes)]
+    opts = locust_options(args.transport, args.target, extra)
+    cls = ours_user(args.transport) if args.client == "ours" else naive_user(args.transport)
+    env = Environment(user_classes=[cls], events=locust.events, parsed_options=opts)
+    meter = PingPongMeter(env, args.warmup, args.messages)
+    runner = env.create_local_runner()
+    profiler = _start_profile(args.profile)
+    runner.start(args.conns, spawn_rate=max(args.conns * 100, 1000))
+    meter.done.wait(args.timeout_s)
+    if profiler is not None:
+        profiler.disable()
+        profiler.dump_stats(args.profile)
+    runner.quit()
+    return meter.result()
+
+
+def _start_profile(path: str | None) -> Any:
+    if not path:
+        return None
+    import cProfile
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    return profiler
+
+
+def percentile(sorted_values: list[int], q: float) -> int:
+    if not sorted_values:
+        return 0
+    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
+
+
+def run_paced(args: argparse.Namespace) -> list[dict[str, Any]]:
+    extra = ["--mode", "paced", "--frame-bytes", str(args.frame_bytes)]
+    extra += ["--interval-ms", str(args.interval_ms)]
+    opts = locust_options(args.transport, args.target, extra)
+    env = Environment(
+        user_classes=[ours_user(args.transport)], events=locust.events, parsed_options=opts
+    )
+    lags: list[int] = []
+    latencies: list[int] = []
+    errors = [0]
+    window = [False]
+
+    def on_request(name: str, exception: Any = None, sample: Any = None, **_kw: Any) -> None:
+        if not window[0] or not name.endswith("msg"):
+            return
+        if exception is not None or sample is None:
+            errors[0] += 1
+            return
+        lags.append(sample.lag_ns)
+        latencies.append(sample.latency_ns)
+
+    spawned = Event()
+    env.events.request.add_listener(on_request)
+    env.events.spawning_complete.add_listener(lambda **_kw: spawned.set())
+    runner = env.create_local_runner()
+    out = []
+    for streams in args.steps:
+        spawned.clear()
+        runner.start(streams, spawn_rate=args.spawn_rate)
+        if not spawned.wait(args.seconds * 10 + 30):
+            out.append({"streams": streams, "error": "spawning did not complete"})
+            break
+        gevent.sleep(args.settle_s)  # let the new streams' schedules interleave
+        lags.clear()
+        latencies.clear()
+        errors[0] = 0
+        window[0] = True
+        w0, (u0, s0) = time.perf_counter(), cpu_s()
+        gevent.sleep(args.seconds)
+        window[0] = False
+        w1, (u1, s1) = time.perf_counter(), cpu_s()
+        lag_sorted, lat_sorted = sorted(lags), sorted(latencies)
+        out.append(
+            {
+                "streams": streams,
+                "messages": len(lags),
+                "failures": errors[0],
+                "lag_p50_ms": percentile(lag_sorted, 0.50) / 1e6,
+                "lag_p99_ms": percentile(lag_sorted, 0.99) / 1e6,
+                "lag_max_ms": (lag_sorted[-1] if lag_sorted else 0) / 1e6,
+                "latency_p50_ms": percentile(lat_sorted, 0.50) / 1e6,
+                "latency_p99_ms": percentile(lat_sorted, 0.99) / 1e6,
+                "cpu_util": ((u1 - u0) + (s1 - s0)) / (w1 - w0),
+            }
+        )
+        print(json.dumps(out[-1]), flush=True)
+    runner.quit()
+    return out
+
+
+def steps_arg(text: str) -> list[int]:
+    try:
+        steps = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list of integers") from None
+    if not steps or min(steps) < 1:
+        raise argparse.ArgumentTypeError("steps must be positive integers")
+    return steps
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bench.driver")
+    sub = parser.add_subparsers(dest="what", required=True)
+    pp = sub.add_parser("pingpong")
+    pp.add_argument("--client", choices=["ours", "naive"], required=True)
+    pp.add_argument("--conns", type=int, default=1)
+    pp.add_argument("--warmup", type=int, default=500)
+    pp.add_argument("--messages", type=int, default=10_000)
+    pp.add_argument("--timeout-s", type=float, default=60.0)
+    pp.add_argument("--profile", default="", help="write cProfile stats of the window here")
+    pa = sub.add_parser("paced")
+    pa.add_argument("--steps", type=steps_arg, default=[100, 500, 1000])
+    pa.add_argument("--seconds", type=float, default=3.0)
+    pa.add_argument("--settle-s", type=float, default=1.0)
+    pa.add_argument("--spawn-rate", type=float, default=500.0)
+    pa.add_argument("--interval-ms", type=float, default=100.0)
+    for p in (pp, pa):
+        p.add_argument("--transport", choices=list(TARGET_OPTION), required=True)
+        p.add_argument("--target", required=True)
+        p.add_argument("--frame-bytes", type=int, default=3200)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    raise_nofile()
+    options.defaults()  # our options module is imported, so Locust's parser carries them
+    if args.what == "pingpong":
+        print(json.dumps(run_pingpong(args)), flush=True)
+    else:
+        run_paced(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
