@@ -41,7 +41,8 @@ from locust.runners import (
 
 from echoswarm import hdr
 from echoswarm.measure import Sample, epoch_ns, now_ns, to_epoch_ns
-from echoswarm.results import ResultsWriter, default_run_dir, environment_info
+from echoswarm.results import ResultsWriter, default_run_dir, environment_info, json_safe
+from echoswarm.results_events import warm_up
 from echoswarm.results_merge import Aggregate
 from echoswarm.results_record import Recorder
 
@@ -160,6 +161,7 @@ class Collector:
         ev = environment.events
         if self.role in ("worker", "local"):
             self.recorder = self._new_recorder()
+            warm_up()
             ev.request.add_listener(self.on_request)
         if self.role in ("master", "local"):
             self.agg = Aggregate()
@@ -361,7 +363,8 @@ class Collector:
         now = self._now_s()
         rows = []
         for (rt, name), t in sorted(self.agg.rows.items()):
-            p = hdr.percentiles_ms(t.hists["latency"], (50.0, 99.0, 99.9))
+            lat = t.hists["latency"]
+            p = hdr.percentiles_ms(lat, (50.0, 90.0, 99.0, 99.9))
             lag = hdr.percentiles_ms(t.hists["lag"], (99.0,))[99.0]
             rows.append(
                 {
@@ -371,8 +374,10 @@ class Collector:
                     "failures": t.failures,
                     "rps": self._recent.get((rt, name), 0.0),
                     "p50_ms": p[50.0],
+                    "p90_ms": p[90.0],
                     "p99_ms": p[99.0],
                     "p999_ms": p[99.9],
+                    "max_ms": lat.get_max_value() / 1000.0 if lat.get_total_count() else None,
                     "lag_p99_ms": lag,
                 }
             )
@@ -381,7 +386,7 @@ class Collector:
             if isinstance(self.runner, MasterRunner)
             else 1
         )
-        return {
+        snap: dict[str, Any] = {
             "time_utc": now,
             "elapsed_s": self._duration(now),
             "state": self.runner.state,
@@ -393,6 +398,7 @@ class Collector:
             "rows": rows,
             "run_dir": str(self.writer.dir) if self.writer else None,
         }
+        return dict(json_safe(snap))  # NaN → None: browsers reject NaN in JSON
 
     def _run_dir(self, now: float) -> Path:
         chosen = _opt(self.env, "results_dir", None)

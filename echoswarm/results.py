@@ -62,6 +62,7 @@ __all__ = [
     "read_intervals",
     "read_run",
     "read_summary",
+    "read_summary_rows",
 ]
 
 
@@ -115,17 +116,17 @@ def environment_info() -> dict[str, Any]:
 
 def write_json_atomic(path: Path, obj: Any) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(_json_safe(obj), indent=2, sort_keys=False) + "\n")
+    tmp.write_text(json.dumps(json_safe(obj), indent=2, sort_keys=False) + "\n")
     os.replace(tmp, path)
 
 
-def _json_safe(obj: Any) -> Any:
+def json_safe(obj: Any) -> Any:
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
+        return {str(k): json_safe(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
-        return [_json_safe(v) for v in obj]
+        return [json_safe(v) for v in obj]
     return obj
 
 
@@ -283,6 +284,9 @@ def _typed_summary_row(raw: dict[str, str], path: Path, lineno: int) -> dict[str
         except ValueError:
             raise ResultsError(f"{path}: corrupt (line {lineno}: {key}={text!r})") from None
     return row
+
+
+read_summary_rows = read_summary
 
 
 def read_intervals(run_dir: Path | str, kind: str = "latency") -> hdr.IntervalLog:

@@ -56,6 +56,7 @@ class _Row:
     sec: int = -1
     cur: _Second = field(default_factory=_Second)
     seconds: dict[int, _Second] = field(default_factory=dict)
+    events: list[Sample] = field(default_factory=list)
 
 
 class Recorder:
@@ -69,7 +70,7 @@ class Recorder:
         self._rate = sample_rate
         self._acc = 0.0
         self._rows: dict[tuple[str, str], _Row] = {}
-        self._events: list[Sample] = []
+        self._kept = 0
         self._offered = 0
 
     # -- hot path ---------------------------------------------------------------------------
@@ -108,14 +109,19 @@ class Recorder:
         self._acc += self._rate
         if self._acc >= 1.0:
             self._acc -= 1.0
-            self._events.append(s)
-            if len(self._events) >= self.max_events:
+            row.events.append(s)
+            self._kept += 1
+            if self._kept >= self.max_events:
                 self._thin()
 
     def _thin(self) -> None:
         # Over the cap for this interval: keep every other event and halve the rate, so the
         # whole batch stays a uniform sample at the (recorded) rate.
-        self._events = self._events[1::2]
+        kept = 0
+        for row in self._rows.values():
+            row.events = row.events[1::2]
+            kept += len(row.events)
+        self._kept = kept
         self._rate /= 2.0
 
     # -- once per report --------------------------------------------------------------------
@@ -127,6 +133,7 @@ class Recorder:
         """Everything recorded since the last harvest, as a report; resets the interval."""
         rows = []
         hists = []
+        groups = []
         for (rt, name), row in self._rows.items():
             if not row.count:
                 continue
@@ -136,9 +143,10 @@ class Recorder:
                     h = getattr(hs, kind)
                     if h is not None:
                         hists.append([rt, name, kind, sec, hdr.encode(h)])
+            groups.append((rt, name, row.events))
         self._rows = {}
         batch_rate = self._rate
-        events = encode_batch(self._events, batch_rate) if self._events else None
+        events = encode_batch(groups, batch_rate) if self._kept else None
         report: dict[str, Any] = {
             "v": REPORT_VERSION,
             "final": final,
@@ -147,9 +155,9 @@ class Recorder:
             "events": events,
             "events_rate": batch_rate,
             "events_offered": self._offered,
-            "events_kept": len(self._events),
+            "events_kept": self._kept,
         }
-        self._events = []
+        self._kept = 0
         self._offered = 0
         # The next interval starts from at most twice the applied rate, so one burst does not
         # cost the rest of the run its events, while steady overload settles at one halving.
