@@ -1,0 +1,100 @@
+"""Socket setup shared by every TCP model: the listening socket, accepted sockets, fd limits.
+
+One place decides SO_REUSEADDR, the listen backlog (clamped by the kernel's somaxconn, which we
+read so the log can say what was really granted), TCP_NODELAY on accepted sockets, and raising
+RLIMIT_NOFILE so 1,000+ connections fit.
+"""
+
+from __future__ import annotations
+
+import logging
+import resource
+import socket
+from pathlib import Path
+
+from servers.common import bind_error
+
+log = logging.getLogger("servers.tcp")
+
+SOMAXCONN_PATH = Path("/proc/sys/net/core/somaxconn")
+
+
+def somaxconn() -> int | None:
+    """The kernel's cap on any listen backlog (Linux), or None where it cannot be read."""
+    try:
+        return int(SOMAXCONN_PATH.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def effective_backlog(requested: int) -> int:
+    """What the kernel will actually grant: listen() silently truncates to somaxconn."""
+    cap = somaxconn()
+    return requested if cap is None else min(requested, cap)
+
+
+def raise_nofile_limit() -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard limit; return the soft limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard
+    if hard == resource.RLIM_INFINITY:
+        target = max(soft, 1 << 20)  # "unlimited" still cannot exceed fs.nr_open; 1Mi is safe
+    if target > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError) as exc:
+            log.warning("could not raise RLIMIT_NOFILE from %d to %d: %s", soft, target, exc)
+    return soft
+
+
+def listen(host: str, port: int, backlog: int) -> socket.socket:
+    """A non-blocking listening socket with SO_REUSEADDR; bind errors become UsageError."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise bind_error(OSError(exc.errno, f"cannot resolve {host!r}"), host, port) from None
+    family, _, _, _, address = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(backlog)
+    except OSError as exc:
+        sock.close()
+        raise bind_error(exc, host, port) from None
+    # Non-blocking so that every model can wait for "listener readable OR stop requested" and
+    # never sits in a blocking accept() that a shutdown cannot interrupt.
+    sock.setblocking(False)
+    granted = effective_backlog(backlog)
+    log.info("backlog %d requested, %d granted (somaxconn %s)", backlog, granted, somaxconn())
+    return sock
+
+
+def bound_port(sock: socket.socket) -> int:
+    return int(sock.getsockname()[1])
+
+
+def prepare_accepted(conn: socket.socket) -> None:
+    """Per-connection options: no Nagle delay (echo replies are small and latency-bound)."""
+    try:
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except OSError as exc:  # the peer may already have reset it; the read will notice
+        log.debug("TCP_NODELAY on fd %d failed: %s", conn.fileno(), exc)
+
+
+def accept(listener: socket.socket) -> socket.socket | None:
+    """Accept one pending connection (non-blocking), prepared; None if none is pending.
+
+    ECONNABORTED and friends mean a client gave up while queued: not our error, just skip it.
+    """
+    try:
+        conn, _ = listener.accept()
+    except (BlockingIOError, ConnectionAbortedError):
+        return None
+    except OSError as exc:
+        # EMFILE/ENFILE: out of descriptors; log, leave it queued and let the caller retry later.
+        log.warning("accept failed: %s", exc)
+        return None
+    prepare_accepted(conn)
+    return conn

@@ -1,0 +1,319 @@
+"""The TCP echo server, every ``--model``, as a real process on loopback: byte-exact echo of odd
+sizes sent in odd chunks, many concurrent clients, resets mid-message, half-closed and idle
+clients, bounded buffering, ``--delay-ms``, SIGTERM/SIGINT with connections open (no child
+process left), the LISTENING line and usage errors. The same tests run against every model."""
+
+from __future__ import annotations
+
+import random
+import re
+import select
+import signal
+import socket
+import struct
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import psutil
+import pytest
+
+from servers.tcp import MODELS as TCP_MODELS
+from tests import procs
+
+MODELS = list(TCP_MODELS)
+SIZES = [0, 1, 31, 32, 3200, 480_032, 4 * 1024 * 1024]
+ODD_CHUNK = 7919  # a prime, so sends never line up with the server's 64 KiB reads
+TIMEOUT = 20.0
+pytestmark = pytest.mark.timeout(60)
+
+
+def payload(size: int) -> bytes:
+    return random.Random(size).randbytes(size)
+
+
+def connect(port: int) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def recv_exactly(sock: socket.socket, n: int) -> bytes:
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = sock.recv(min(1 << 20, n - len(buf)))
+        if not chunk:
+            raise AssertionError(f"EOF after {len(buf)} of {n} bytes")
+        buf += chunk
+    return bytes(buf)
+
+
+def send_in_chunks(sock: socket.socket, data: bytes, chunk: int = ODD_CHUNK) -> None:
+    view = memoryview(data)
+    for start in range(0, len(data), chunk):
+        sock.sendall(view[start : start + chunk])
+
+
+def echo(sock: socket.socket, data: bytes) -> bytes:
+    """Send ``data`` in odd chunks from a thread while reading the echo here (a server that
+    echoes as it reads would deadlock a client that sent everything before reading)."""
+    sender = threading.Thread(target=send_in_chunks, args=(sock, data))
+    sender.start()
+    try:
+        return recv_exactly(sock, len(data))
+    finally:
+        sender.join(TIMEOUT)
+
+
+def reset(sock: socket.socket) -> None:
+    """Close with SO_LINGER 0: the kernel sends RST instead of FIN."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+def readable_within(sock: socket.socket, seconds: float) -> bool:
+    return bool(select.select([sock], [], [], seconds)[0])
+
+
+def assert_still_serving(port: int) -> None:
+    with connect(port) as sock:
+        assert echo(sock, b"still here") == b"still here"
+
+
+@pytest.fixture(scope="module", params=MODELS)
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[procs.Proc]:
+    """One server per model shared by the plain echo tests (its stderr is checked at the end)."""
+    p = procs.server("tcp", "--model", request.param, tmp_path=tmp_path_factory.mktemp("tcp"))
+    yield p
+    assert p.stop() == 0
+    assert "Traceback" not in p.stderr_text()
+
+
+def model_of(p: procs.Proc) -> str:
+    return p.argv[p.argv.index("--model") + 1]
+
+
+# -- the contract -----------------------------------------------------------------------------
+
+
+def test_listening_line(server: procs.Proc) -> None:
+    assert re.fullmatch(r"LISTENING tcp 127\.0\.0\.1:\d+", server.first_line)
+    assert server.port > 0
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_echo_is_byte_exact(server: procs.Proc, size: int) -> None:
+    data = payload(size)
+    with connect(server.port) as sock:
+        assert echo(sock, data) == data
+        sock.shutdown(socket.SHUT_WR)
+        assert sock.recv(1) == b""  # the server closes once it has echoed everything
+
+
+def test_several_round_trips_on_one_connection(server: procs.Proc) -> None:
+    with connect(server.port) as sock:
+        for i in range(20):
+            message = f"message {i}".encode() * (i + 1)
+            sock.sendall(message)
+            assert recv_exactly(sock, len(message)) == message
+
+
+def test_many_concurrent_clients(server: procs.Proc) -> None:
+    def client(i: int) -> int:
+        with connect(server.port) as sock:
+            for trip in range(5):
+                data = payload(100 + i * 7 + trip)
+                sock.sendall(data)
+                assert recv_exactly(sock, len(data)) == data
+        return i
+
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        assert sorted(pool.map(client, range(50))) == list(range(50))
+
+
+def test_reset_mid_message_does_not_hurt(server: procs.Proc) -> None:
+    # Reset while the server still has bytes to send back, and reset before reading anything.
+    with connect(server.port) as big:
+        big.sendall(payload(1_000_000))
+        recv_exactly(big, 1000)
+        reset(big)
+    quiet = connect(server.port)
+    quiet.sendall(b"half a mess")
+    reset(quiet)
+    assert_still_serving(server.port)
+    assert "Traceback" not in server.stderr_text()
+
+
+def test_half_closed_client_gets_every_byte_then_eof(server: procs.Proc) -> None:
+    data = payload(200_003)
+    with connect(server.port) as sock:
+        sock.sendall(data)
+        sock.shutdown(socket.SHUT_WR)  # half-open: we still read
+        got = bytearray()
+        while chunk := sock.recv(65536):
+            got += chunk
+    assert bytes(got) == data
+
+
+def test_idle_client_does_not_block_others(server: procs.Proc) -> None:
+    if model_of(server) == "simple":
+        pytest.skip("simple is serial by design: see test_simple_serves_clients_in_turn")
+    with connect(server.port):
+        assert_still_serving(server.port)
+
+
+def test_client_that_never_reads_is_bounded(server: procs.Proc) -> None:
+    """Flood without reading: the server must stop reading (backpressure), not buffer it all."""
+    chunk = payload(65536)
+    sent = 0
+    with connect(server.port) as sock:
+        sock.setblocking(False)
+        # Stop once no more bytes are accepted for 0.5 s: the server has stopped reading.
+        while sent < 256 * 1024 * 1024:
+            try:
+                sent += sock.send(chunk[sent % len(chunk) :])  # the stream repeats chunk
+            except BlockingIOError:
+                if not select.select([], [sock], [], 0.5)[1]:
+                    break
+        assert sent < 64 * 1024 * 1024, f"server accepted {sent} bytes without them being read"
+        sock.settimeout(TIMEOUT)
+        got = recv_exactly(sock, sent)
+    whole, rest = divmod(sent, len(chunk))
+    assert got == chunk * whole + chunk[:rest]
+    assert_still_serving(server.port)
+
+
+def test_simple_serves_clients_in_turn(tmp_path_factory: pytest.TempPathFactory) -> None:
+    p = procs.server("tcp", "--model", "simple", tmp_path=tmp_path_factory.mktemp("simple"))
+    try:
+        first, second = connect(p.port), connect(p.port)
+        second.sendall(b"second")
+        assert echo(first, b"first") == b"first"
+        assert not readable_within(second, 0.3), "simple served two clients at once"
+        first.close()
+        assert recv_exactly(second, 6) == b"second"
+        second.close()
+    finally:
+        assert p.stop() == 0
+
+
+# -- flags ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_delay_ms_is_honoured_without_blocking_others(
+    model: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    p = procs.server(
+        "tcp", "--model", model, "--delay-ms", "200", tmp_path=tmp_path_factory.mktemp("delay")
+    )
+    clients = 1 if model == "simple" else 8
+
+    def one_trip(_: int) -> float:
+        with connect(p.port) as sock:
+            began = time.perf_counter()
+            sock.sendall(b"x" * 100)
+            recv_exactly(sock, 100)
+            return time.perf_counter() - began
+
+    try:
+        began = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=clients) as pool:
+            trips = list(pool.map(one_trip, range(clients)))
+        wall = time.perf_counter() - began
+        assert min(trips) >= 0.19, trips
+        # Concurrent delays overlap: 8 clients take about one delay, not eight.
+        assert wall < 1.2, f"{clients} delayed round trips took {wall:.2f}s"
+    finally:
+        assert p.stop() == 0
+
+
+def structure(model: str, proc: psutil.Process, children: list[psutil.Process]) -> None:
+    """The model really is what its name says, seen from outside with 4 clients connected."""
+    if model == "fork":
+        assert len(children) >= 4, "fork should run a process per connection"
+    elif model == "prefork":
+        assert len(children) == 4, "prefork --workers 4 should run exactly 4 workers"
+    else:
+        assert not children, f"{model} should not start processes"
+    if model in ("thread", "prethread"):
+        assert proc.num_threads() >= 4
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])
+@pytest.mark.parametrize("model", MODELS)
+def test_signal_with_active_connections_exits_cleanly(
+    model: str, signum: int, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    p = procs.server(
+        "tcp", "--model", model, "--workers", "4", tmp_path=tmp_path_factory.mktemp("sig")
+    )
+    socks = [connect(p.port) for _ in range(1 if model == "simple" else 4)]
+    try:
+        for sock in socks:  # every connection is being served (not just queued) before we signal
+            assert echo(sock, b"ping") == b"ping"
+        proc = psutil.Process(p.pid)
+        children = proc.children(recursive=True)
+        structure(model, proc, children)
+        p.popen.send_signal(signum)
+        assert p.popen.wait(timeout=15) == 0
+        gone, alive = psutil.wait_procs(children, timeout=5)
+        assert not alive, f"{model} left children behind: {alive}"
+        for sock in socks:  # the server closed our connections rather than leaving them hanging
+            assert readable_within(sock, 5)
+        assert "Traceback" not in p.stderr_text()
+        assert p.popen.stdout is not None
+        assert p.popen.stdout.read() == "", "only the parent may print (once)"
+    finally:
+        for sock in socks:
+            sock.close()
+        p.stop()
+
+
+# -- usage errors -----------------------------------------------------------------------------
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [procs.PYTHON, "-m", "servers", "tcp", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=procs.ROOT,
+        env=procs.env(),
+    )
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--model", "nope"],
+        ["--workers", "0"],
+        ["--workers", "many"],
+        ["--backlog", "-1"],
+        ["--max-connections", "x"],
+        ["--port", "70000"],
+    ],
+)
+def test_bad_flags_are_one_line_exit_2(args: list[str]) -> None:
+    result = run_cli("--port", "0", *args) if args[0] != "--port" else run_cli(*args)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("model", ["asyncio", "prefork", "fork"])
+def test_port_in_use_is_one_line_exit_2(model: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        result = run_cli("--model", model, "--port", str(taken.getsockname()[1]))
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert "already in use" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
