@@ -195,8 +195,11 @@ class InFlight:
         self.conn_id = conn_id
         self.timeout_ns = timeout_ns
         self._pending: OrderedDict[int, Pending] = OrderedDict()
+        # Seqs already settled as timeouts: their late replies are counted, not sampled twice.
+        self._expired: set[int] = set()
         self.completed = 0
         self.failed = 0
+        self.late = 0
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -213,16 +216,23 @@ class InFlight:
     def oldest(self) -> Pending | None:
         return next(iter(self._pending.values()), None)
 
-    def received(self, seq: int, received_ns: int, error: str | None = None) -> Sample:
+    def received(self, seq: int, received_ns: int, error: str | None = None) -> Sample | None:
         """Settle ``seq`` with a reply that arrived at ``received_ns``.
 
         ``error`` is the transport's verdict on the content (e.g. "echo mismatch at byte 7").
         A reply for an unknown seq, or one that overtakes older outstanding messages, is a
         failure too: ordered transports must answer in order. Error texts carry no per-message
         numbers so Locust's failure table groups them (the seq is in the sample itself).
+        A late reply for a message that already timed out returns None and only counts in
+        :attr:`late` (its timeout sample stands).
         """
         pending = self._pending.pop(seq, None)
         if pending is None:
+            if seq in self._expired:
+                # Its failure (timeout) is already recorded; one message → one sample.
+                self._expired.discard(seq)
+                self.late += 1
+                return None
             sample = Sample(
                 self.request_type,
                 self.name,
@@ -255,11 +265,33 @@ class InFlight:
             if now - pending.intended_ns < self.timeout_ns:
                 break
             del self._pending[seq]
-            self._settle(
-                pending, now, f"timeout: no reply within {self.timeout_ns / 1e9:g} s", ok=False
-            )
+            self._expire_one(pending, now)
             n += 1
         return n
+
+    def timeout_all(self, now: int | None = None) -> int:
+        """Fail every outstanding message as a timeout now (the caller's wait ran out)."""
+        now = now_ns() if now is None else now
+        n = len(self._pending)
+        while self._pending:
+            _, pending = self._pending.popitem(last=False)
+            self._expire_one(pending, now)
+        return n
+
+    def last_deadline_ns(self) -> int | None:
+        """When the newest outstanding message times out (None if nothing is outstanding)."""
+        if not self._pending:
+            return None
+        newest = next(reversed(self._pending.values()))
+        return newest.intended_ns + self.timeout_ns
+
+    def _expire_one(self, pending: Pending, now: int) -> None:
+        if len(self._expired) > 10_000:  # bound memory on a stream that never answers
+            self._expired.clear()
+        self._expired.add(pending.seq)
+        self._settle(
+            pending, now, f"timeout: no reply within {self.timeout_ns / 1e9:g} s", ok=False
+        )
 
     def next_deadline_ns(self) -> int | None:
         """When the oldest outstanding message times out (None if nothing is outstanding)."""
@@ -275,9 +307,7 @@ class InFlight:
             self._settle(pending, now, f"lost: {reason}", ok=False)
         return n
 
-    def _settle(
-        self, p: Pending, received_ns: int, error: str | None, ok: bool = True
-    ) -> Sample:
+    def _settle(self, p: Pending, received_ns: int, error: str | None, ok: bool = True) -> Sample:
         sample = Sample(
             self.request_type,
             self.name,

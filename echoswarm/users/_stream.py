@@ -1,0 +1,366 @@
+"""The stream machinery every transport shares: pacing, reply matching, drain, stop, backoff.
+
+One :class:`Stream` is one ordered sequence of echoed messages on one connection (a TCP socket,
+a WebSocket session, a gRPC bidi call). It owns an :class:`~echoswarm.measure.InFlight` and
+turns what the transport reports into samples:
+
+* **paced**: :meth:`Stream.ticks` runs in the sender greenlet and yields ``(seq, intended,
+  sent)`` when each message is due (``t0 + seq * interval``); the receiver (the user's own
+  greenlet) hands every reply to :meth:`Stream.on_reply`. Latency is reply − intended, so a
+  stalled server or a late sender shows up in every message scheduled during the stall.
+* **pingpong**: the closed loop; TCP/WS run it in one greenlet (:meth:`Stream.run_pingpong`),
+  gRPC through :meth:`Stream.ticks` gated on each reply.
+
+Ending: when the stream's length (seconds/messages) is reached the sender waits for the
+outstanding replies up to their timeout (:meth:`Stream.drain_after_send`), fails the rest as
+timeouts and closes. When Locust stops the user (``GreenletExit`` in the receiver), the sender
+stops, replies already on their way are still collected for up to :data:`STOP_DRAIN_S`
+(:meth:`Stream.drain_on_stop`), and whatever is still outstanding becomes a failed sample
+"lost: test stopped ..." — recorded before the user's greenlet ends, hence before Locust's final
+stats. A broken connection fails every outstanding message with its reason.
+
+Nothing here raises into Locust: transport errors become samples and a reason string; the user
+module waits on a :class:`Backoff` and reconnects.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import gevent
+from gevent.event import Event
+
+from echoswarm.measure import InFlight, Sink, now_ns
+
+STOP_DRAIN_S = 2.0
+"""At most this long (and never longer than the reply timeout) a stopping stream waits for
+replies already in flight before counting them as lost."""
+
+
+class ConnectionLost(Exception):
+    """The peer closed, reset or garbled the connection; the message is the sample's error."""
+
+
+@dataclass(frozen=True, slots=True)
+class StreamConfig:
+    """How one stream runs (built from the Locust options by the user)."""
+
+    request_type: str
+    name: str  # the per-message row, e.g. "msg" or "bidi msg"
+    interval_ns: int
+    pingpong: bool
+    max_messages: int | None  # None = no limit
+    duration_ns: int | None  # None = until stopped
+    timeout_ns: int
+
+    @property
+    def timeout_s(self) -> float:
+        return self.timeout_ns / 1e9
+
+    @property
+    def stop_drain_s(self) -> float:
+        return min(STOP_DRAIN_S, self.timeout_s)
+
+
+def stream_config(opts: Any, request_type: str, name: str) -> StreamConfig:
+    """A :class:`StreamConfig` from echoswarm's Locust options (see ``options.py``)."""
+    return StreamConfig(
+        request_type=request_type,
+        name=name,
+        interval_ns=int(opts.interval_ms * 1_000_000),
+        pingpong=opts.mode == "pingpong",
+        max_messages=opts.stream_messages or None,
+        duration_ns=int(opts.stream_seconds * 1e9) or None,
+        timeout_ns=int(opts.reply_timeout_s * 1e9),
+    )
+
+
+class Link(Protocol):
+    """A message connection as :class:`Stream` drives it (TCP and WebSocket implement it)."""
+
+    nbytes: int
+
+    def send(self, seq: int, intended_ns: int, sent_ns: int) -> None:
+        """Stamp and send one message; raise on a broken connection."""
+
+    def recv(self) -> tuple[int, int, int, str | None]:
+        """Block for one reply: its (seq, intended, sent) stamps and a content error or None.
+
+        Raises ``socket.timeout`` when the link's timeout passes, any other exception when the
+        connection is broken.
+        """
+        ...
+
+    def set_timeout(self, seconds: float | None) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class Stream:
+    """One ordered stream of echoed messages; see the module docstring."""
+
+    def __init__(self, cfg: StreamConfig, sink: Sink, *, user_id: int, conn_id: int, nbytes: int):
+        self.cfg = cfg
+        self.nbytes = nbytes
+        self.inflight = InFlight(
+            sink,
+            cfg.request_type,
+            cfg.name,
+            user_id=user_id,
+            conn_id=conn_id,
+            timeout_ns=cfg.timeout_ns,
+        )
+        self.error: str | None = None  # why the stream broke (None = ended cleanly)
+        self.closing = False  # we closed it on purpose: the receiver's next error is not one
+        self.sent = 0
+        self._stop = Event()
+        self._drained = Event()
+        self._replied = Event()
+        self._draining = False
+
+    # ----------------------------------------------------------------- sender side
+    def ticks(self) -> Iterator[tuple[int, int, int]]:
+        """Yield ``(seq, intended_ns, sent_ns)`` as each message falls due (already in flight).
+
+        Paced: on the schedule, expiring timed-out messages at every tick. Pingpong: the next
+        one after the previous reply (or its timeout, which ends the stream). Ends at the
+        stream's length or when :meth:`request_stop` is called.
+        """
+        cfg = self.cfg
+        inflight = self.inflight
+        interval = cfg.interval_ns
+        t0 = now_ns()
+        end = t0 + cfg.duration_ns if cfg.duration_ns else None
+        limit = cfg.max_messages
+        stop = self._stop
+        seq = 0
+        while limit is None or seq < limit:
+            if cfg.pingpong:
+                due = now_ns()
+            else:
+                due = t0 + seq * interval
+                delay = due - now_ns()
+                if delay > 0 and stop.wait(delay / 1e9):
+                    return
+            if stop.is_set() or (end is not None and due >= end):
+                return
+            sent = now_ns()
+            if inflight._pending:
+                inflight.expire(sent)
+            inflight.add(seq, due, sent, self.nbytes)
+            self.sent += 1
+            if cfg.pingpong:
+                self._replied.clear()
+            yield seq, due, sent
+            if cfg.pingpong and not self._replied.wait(cfg.timeout_s):
+                if not stop.is_set():
+                    inflight.timeout_all()
+                    self.error = self.error or "timeout"
+                return
+            seq += 1
+
+    def request_stop(self) -> None:
+        """Stop sending (the sender leaves :meth:`ticks` at once)."""
+        self._stop.set()
+
+    @property
+    def draining(self) -> bool:
+        """No more sends: the receiver may return once nothing is outstanding."""
+        return self._draining
+
+    def drain_after_send(self) -> bool:
+        """The sender is done: wait for outstanding replies up to their timeout, expire the rest.
+
+        Runs in the sender; returns early if a stop is requested (the receiver then drains).
+        False if some replies had to be failed as timeouts.
+        """
+        inflight = self.inflight
+        self._draining = True
+        if not inflight:
+            self._drained.set()
+        while inflight and not self._stop.is_set():
+            deadline = inflight.last_deadline_ns()
+            if deadline is None:
+                break
+            wait_ns = deadline - now_ns()
+            if wait_ns <= 0:
+                inflight.timeout_all()
+                return False
+            self._drained.wait(wait_ns / 1e9)
+        return True
+
+    # --------------------------------------------------------------- receiver side
+    def on_reply(
+        self, seq: int, intended_ns: int, sent_ns: int, received_ns: int, error: str | None
+    ) -> None:
+        """Settle one reply; the echoed stamps must equal the ones sent for that seq."""
+        inflight = self.inflight
+        if error is None:
+            pending = inflight._pending.get(seq)
+            if pending is not None and (
+                pending.intended_ns != intended_ns or pending.sent_ns != sent_ns
+            ):
+                error = "echo mismatch in the header timestamps"
+        inflight.received(seq, received_ns, error)
+        if self.cfg.pingpong:
+            self._replied.set()
+        if self._draining and not inflight:
+            self._drained.set()
+
+    def receive_loop(self, link: Link) -> None:
+        """Receive on ``link`` until it is closed on purpose (or, when draining, nothing is
+        outstanding). A connection error while not closing propagates."""
+        inflight = self.inflight
+        recv = link.recv
+        on_reply = self.on_reply
+        while True:
+            if self._draining and not inflight:
+                return
+            try:
+                seq, intended, sent, error = recv()
+            except Exception:
+                if self.closing:
+                    return
+                raise
+            on_reply(seq, intended, sent, now_ns(), error)
+
+    def drain_on_stop(self, receive: Callable[[], None]) -> None:
+        """Locust is stopping this user: collect replies in flight (bounded), then count the
+        rest as lost. ``receive`` is the transport's receive loop (returns when drained)."""
+        self.request_stop()
+        self._draining = True
+        if self.inflight:
+            with gevent.Timeout(self.cfg.stop_drain_s, False):
+                try:
+                    receive()
+                except Exception:  # the drain is best effort; what is missing is lost below
+                    pass
+        self.inflight.fail_all("test stopped before the reply arrived")
+
+    def finish(self) -> None:
+        """Account for anything still outstanding when the stream ends (idempotent)."""
+        if self.inflight:
+            self.inflight.fail_all(self.error or "stream closed before the reply arrived")
+
+    # ------------------------------------------------------------- whole streams
+    def run_paced(self, link: Link) -> None:
+        """Sender greenlet + receiver in the calling greenlet, until the stream ends."""
+        sender = gevent.spawn(self._send_loop, link)
+        try:
+            self.receive_loop(link)
+        except gevent.GreenletExit:
+            sender.kill()
+            self.drain_on_stop(lambda: self.receive_loop(link))
+            raise
+        except Exception as exc:
+            self.error = self.error or describe(exc)
+        finally:
+            sender.kill()
+            self.closing = True
+            link.close()
+            self.finish()
+
+    def _send_loop(self, link: Link) -> None:
+        try:
+            send = link.send
+            for seq, intended, sent in self.ticks():
+                send(seq, intended, sent)
+            self.drain_after_send()
+        except gevent.GreenletExit:
+            raise
+        except Exception as exc:
+            self.error = self.error or describe(exc)
+        # Wake the receiver: the stream is over either way.
+        self.closing = True
+        link.close()
+
+    def run_pingpong(self, link: Link) -> None:
+        """The closed loop in one greenlet: send, wait for the reply (or time out), repeat."""
+        cfg = self.cfg
+        inflight = self.inflight
+        limit = cfg.max_messages
+        end = now_ns() + cfg.duration_ns if cfg.duration_ns else None
+        send = link.send
+        recv = link.recv
+        on_reply = self.on_reply
+        link.set_timeout(cfg.timeout_s)
+        seq = 0
+        try:
+            while limit is None or seq < limit:
+                sent = now_ns()
+                if end is not None and sent >= end:
+                    break
+                inflight.add(seq, sent, sent, self.nbytes)
+                self.sent += 1
+                send(seq, sent, sent)
+                try:
+                    rseq, intended, rsent, error = recv()
+                except TimeoutError:
+                    inflight.timeout_all()
+                    self.error = "timeout"
+                    break
+                on_reply(rseq, intended, rsent, now_ns(), error)
+                seq += 1
+        except gevent.GreenletExit:
+            self.drain_on_stop(lambda: self.receive_loop(link))
+            raise
+        except Exception as exc:
+            self.error = self.error or describe(exc)
+        finally:
+            self.closing = True
+            link.close()
+            self.finish()
+
+
+class Backoff:
+    """Exponential reconnect delay: 0.1 s doubling to a cap, reset after a good connection."""
+
+    __slots__ = ("first_s", "cap_s", "delay_s")
+
+    def __init__(self, first_s: float = 0.1, cap_s: float = 5.0) -> None:
+        self.first_s = first_s
+        self.cap_s = cap_s
+        self.delay_s = first_s
+
+    def next_delay(self) -> float:
+        delay = self.delay_s
+        self.delay_s = min(self.cap_s, self.delay_s * 2)
+        return delay
+
+    def wait(self) -> None:
+        gevent.sleep(self.next_delay())
+
+    def reset(self) -> None:
+        self.delay_s = self.first_s
+
+
+_ERRNO_TEXT = {
+    errno.ECONNREFUSED: "connection refused",
+    errno.ECONNRESET: "connection reset by peer",
+    errno.EPIPE: "connection closed by peer (broken pipe)",
+    errno.ECONNABORTED: "connection aborted",
+    errno.ETIMEDOUT: "timeout",
+    errno.EHOSTUNREACH: "host unreachable",
+    errno.ENETUNREACH: "network unreachable",
+}
+
+
+def describe(exc: BaseException) -> str:
+    """A short, stable failure text for an exception (no addresses or counters in it, so
+    Locust's failure table groups equal causes)."""
+    if isinstance(exc, ConnectionLost):
+        return str(exc)
+    if isinstance(exc, TimeoutError | socket.timeout):
+        return "timeout"
+    if isinstance(exc, socket.gaierror):
+        return "cannot resolve host"
+    if isinstance(exc, OSError) and exc.errno in _ERRNO_TEXT:
+        return _ERRNO_TEXT[exc.errno]
+    if isinstance(exc, OSError):
+        return f"socket error: {exc.strerror or exc}"
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

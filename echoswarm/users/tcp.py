@@ -1,0 +1,204 @@
+"""Raw TCP users: framed echo over one socket, persistent streams and short-lived connections.
+
+``TcpUser`` (abstract) runs one of two patterns, chosen by the class attribute ``pattern``:
+
+* ``"stream"`` — a persistent connection carrying a paced (``--mode paced``) or closed-loop
+  (``--mode pingpong``) stream of ``--frame-bytes`` frames; rows ``connect`` and ``msg``. The
+  connection is reopened after ``--stream-seconds`` / ``--stream-messages`` if set.
+* ``"churn"`` — what seed S003's client meant to do: connect, ``--round-trips`` send/receive
+  round trips, close; rows ``connect``, ``msg`` (one per round trip) and ``session`` (connect to
+  close). ``--connections-per-user`` connections per user, then the user stops (0 = until the
+  test stops).
+
+Frames are the 32-byte header of :mod:`echoswarm.wire` plus a fixed payload, stamped in place
+(:class:`~echoswarm.wire.FrameTemplate`); replies are read with exact-length reads (the echo
+must be as long as the frame) into one preallocated buffer and compared byte for byte.
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import replace
+
+import locust  # noqa: F401  (gevent monkey-patching before any socket use)
+from locust import User, constant, task
+from locust.exception import StopUser
+
+from echoswarm.measure import Timer, first_difference, next_conn_id
+from echoswarm.users import options
+from echoswarm.users._stream import Backoff, ConnectionLost, Stream, describe, stream_config
+from echoswarm.users.base import LocustSink, next_user_id
+from echoswarm.wire import FrameTemplate, read_stamps
+
+_STAMPS_END = 32
+
+
+def parse_target(target: str, default_port: int) -> tuple[str, int]:
+    """``host:port`` or ``[v6]:port`` → (host, port); raises ValueError with a reason."""
+    host, sep, port = target.rpartition(":")
+    if not sep:
+        return target, default_port
+    host = host.strip("[]")
+    try:
+        number = int(port)
+    except ValueError:
+        raise ValueError(f"bad port in target {target!r}") from None
+    if not 0 < number < 65536:
+        raise ValueError(f"port {number} outside 1..65535 in {target!r}")
+    return host or "127.0.0.1", number
+
+
+class TcpLink:
+    """One framed echo connection (implements ``_stream.Link``)."""
+
+    __slots__ = ("sock", "nbytes", "_template", "_expect", "_buf", "_view", "_got")
+
+    def __init__(self, sock: socket.socket, frame_bytes: int) -> None:
+        self.sock = sock
+        self.nbytes = frame_bytes
+        self._template = FrameTemplate(frame_bytes)
+        # The reply must equal the frame with its own stamps: write the reply's stamps into
+        # this copy and compare whole buffers (one memcmp instead of slicing).
+        self._expect = bytearray(self._template.stamp(0, 0, 0))
+        self._buf = bytearray(frame_bytes)
+        self._view = memoryview(self._buf)
+        self._got = 0  # bytes of the current reply read so far (a read can be resumed)
+
+    def send(self, seq: int, intended_ns: int, sent_ns: int) -> None:
+        self.sock.sendall(self._template.stamp(seq, intended_ns, sent_ns))
+
+    def recv(self) -> tuple[int, int, int, str | None]:
+        view = self._view
+        size = self.nbytes
+        recv_into = self.sock.recv_into
+        got = self._got
+        while got < size:
+            n = recv_into(view[got:], size - got)
+            if not n:
+                self._got = 0
+                raise ConnectionLost(
+                    "connection closed by peer mid-frame" if got else "connection closed by peer"
+                )
+            got += n
+            self._got = got
+        self._got = 0
+        buf = self._buf
+        seq, intended, sent = read_stamps(buf)
+        expect = self._expect
+        expect[8:_STAMPS_END] = buf[8:_STAMPS_END]
+        if buf == expect:
+            return seq, intended, sent, None
+        return seq, intended, sent, first_difference(expect, buf)
+
+    def set_timeout(self, seconds: float | None) -> None:
+        self.sock.settimeout(seconds)
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+class TcpUser(User):
+    """Abstract TCP echo user; set ``pattern`` ("stream" or "churn") in a subclass."""
+
+    abstract = True
+    transport = "tcp"
+    pattern = "stream"
+    name_prefix = ""  # e.g. "serial " → rows "serial msg"
+    wait_time = constant(0)
+
+    def on_start(self) -> None:
+        self.opts = options.of(self.environment)
+        self.sink = LocustSink(self.environment)
+        self.user_id = next_user_id()
+        self.backoff = Backoff()
+        self.connections = 0
+        self.target: tuple[str, int] | None
+        try:
+            self.target = parse_target(self.opts.tcp_target, 7777)
+        except ValueError as exc:
+            self.target = None
+            self.target_error = f"bad --tcp-target: {exc}"
+
+    @task
+    def run_pattern(self) -> None:
+        if self.pattern == "churn":
+            self.churn_once()
+        else:
+            self.stream_once()
+
+    # ------------------------------------------------------------------- pieces
+    def connect(self) -> tuple[TcpLink, int, Timer] | None:
+        """Open one connection (row ``connect``); None after a failure (already recorded and
+        backed off)."""
+        conn_id = next_conn_id()
+        timer = Timer()
+        name = self.name_prefix + "connect"
+        if self.target is None:
+            self.sink(timer.sample("tcp", name, 0, self.target_error, user_id=self.user_id))
+            self.backoff.wait()
+            return None
+        try:
+            sock = socket.create_connection(self.target, timeout=self.opts.reply_timeout_s)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.settimeout(None)
+        except Exception as exc:
+            self.sink(
+                timer.sample("tcp", name, 0, describe(exc), user_id=self.user_id, conn_id=conn_id)
+            )
+            self.backoff.wait()
+            return None
+        self.sink(timer.sample("tcp", name, user_id=self.user_id, conn_id=conn_id))
+        return TcpLink(sock, self.opts.frame_bytes), conn_id, timer
+
+    def stream_once(self) -> None:
+        """One persistent connection carrying a paced or ping-pong stream until it ends."""
+        opened = self.connect()
+        if opened is None:
+            return
+        link, conn_id, _ = opened
+        cfg = stream_config(self.opts, "tcp", self.name_prefix + "msg")
+        stream = Stream(cfg, self.sink, user_id=self.user_id, conn_id=conn_id, nbytes=link.nbytes)
+        if cfg.pingpong:
+            stream.run_pingpong(link)
+        else:
+            stream.run_paced(link)
+        self._after(stream.error)
+
+    def churn_once(self) -> None:
+        """connect → K round trips → close, as S003's client meant (rows connect/msg/session)."""
+        limit = self.opts.connections_per_user
+        if limit and self.connections >= limit:
+            raise StopUser()
+        self.connections += 1
+        opened = self.connect()
+        if opened is None:
+            return
+        link, conn_id, timer = opened
+        cfg = replace(
+            stream_config(self.opts, "tcp", self.name_prefix + "msg"),
+            pingpong=True,
+            max_messages=self.opts.round_trips,
+            duration_ns=None,
+        )
+        stream = Stream(cfg, self.sink, user_id=self.user_id, conn_id=conn_id, nbytes=link.nbytes)
+        stream.run_pingpong(link)
+        self.sink(
+            timer.sample(
+                "tcp",
+                self.name_prefix + "session",
+                stream.sent * link.nbytes,
+                stream.error,
+                user_id=self.user_id,
+                conn_id=conn_id,
+            )
+        )
+        self._after(stream.error)
+
+    def _after(self, error: str | None) -> None:
+        if error is None:
+            self.backoff.reset()
+        else:
+            self.backoff.wait()

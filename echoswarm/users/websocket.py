@@ -1,0 +1,286 @@
+"""WebSocket users on websocket-client: long-lived sessions and short-lived requests.
+
+``WebSocketUser`` (abstract) runs one of two patterns, chosen by the class attribute
+``pattern``:
+
+* ``"session"`` — one long-lived connection carrying a paced or ping-pong stream (``--mode``);
+  rows ``connect`` (TCP + HTTP upgrade) and ``msg``. Reopened after ``--stream-seconds`` /
+  ``--stream-messages`` if set.
+* ``"request"`` — a fresh connection per request (seed S001's parallel mode): connect, one
+  message, its reply, close; rows ``connect``, ``roundtrip`` (send → reply) and ``session``
+  (connect → closed).
+
+Class attributes pick the message kind: ``text = True`` sends text messages (an ASCII rendering
+of the frame: 16 hex digits each of seq, intended and sent time, then ASCII filler up to
+``--frame-bytes`` characters, at least 48), otherwise binary frames of :mod:`echoswarm.wire`.
+``stats = True`` sends STATS request frames (for ``python -m servers ws --work stats``) and
+checks each reply is a STATS reply with the same seq and timestamps whose JSON ``bytes`` equals
+the payload size (and ``max``/``min``/``mean``/``median``, when present, the payload's figures).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import statistics
+from typing import Any
+
+import locust  # noqa: F401  (gevent monkey-patching before any socket use)
+import websocket
+from locust import User, constant, task
+from locust.exception import StopUser
+
+from echoswarm.measure import Timer, first_difference, next_conn_id
+from echoswarm.users import options
+from echoswarm.users._stream import Backoff, Stream, describe, stream_config
+from echoswarm.users.base import LocustSink, next_user_id
+from echoswarm.wire import (
+    FLAG_STATS_REQUEST,
+    HEADER_SIZE,
+    FrameError,
+    FrameTemplate,
+    parse_frame,
+    pattern,
+    read_stamps,
+)
+
+TEXT_HEADER = 48
+_TEXT_FILL = bytes(range(0x21, 0x7F))  # printable ASCII
+
+
+def ws_describe(exc: BaseException) -> str:
+    """Failure text for websocket-client's exceptions (stable, groupable)."""
+    if isinstance(exc, websocket.WebSocketBadStatusException):
+        return f"handshake rejected: HTTP {exc.status_code}"
+    if isinstance(exc, websocket.WebSocketTimeoutException):
+        return "timeout"
+    if isinstance(exc, websocket.WebSocketConnectionClosedException):
+        return "connection closed by peer"
+    if isinstance(exc, websocket.WebSocketAddressException):
+        return "cannot resolve host"
+    if isinstance(exc, websocket.WebSocketProtocolException):
+        return f"protocol error: {exc}"
+    return describe(exc)
+
+
+class WsLink:
+    """One WebSocket session as ``_stream.Stream`` drives it."""
+
+    def __init__(self, ws: Any, frame_bytes: int, *, text: bool, stats: bool) -> None:
+        self.ws = ws
+        self.text = text
+        self.stats = stats
+        if text:
+            size = max(frame_bytes, TEXT_HEADER)
+            body = _TEXT_FILL * (size // len(_TEXT_FILL) + 1)
+            self._text_body = body[: size - TEXT_HEADER].decode("ascii")
+            self.nbytes = size
+        else:
+            flags = FLAG_STATS_REQUEST if stats else 0
+            self._template = FrameTemplate(frame_bytes, flags=flags)
+            self._expect = bytearray(self._template.stamp(0, 0, 0))
+            self.nbytes = frame_bytes
+            if stats:
+                self._stats = expected_stats(frame_bytes - HEADER_SIZE)
+        self._send_binary = ws.send_bytes
+
+    def send(self, seq: int, intended_ns: int, sent_ns: int) -> None:
+        if self.text:
+            self.ws.send_text(f"{seq:016x}{intended_ns:016x}{sent_ns:016x}{self._text_body}")
+        else:
+            self._send_binary(self._template.stamp(seq, intended_ns, sent_ns))
+
+    def recv(self) -> tuple[int, int, int, str | None]:
+        try:
+            data = self.ws.recv()
+        except websocket.WebSocketTimeoutException:
+            raise TimeoutError from None
+        if self.text:
+            return self._check_text(data)
+        if not isinstance(data, bytes):
+            return -1, 0, 0, "expected a binary reply, got text"
+        if self.stats:
+            return self._check_stats(data)
+        if len(data) < HEADER_SIZE:
+            return -1, 0, 0, f"echo length {len(data)} != sent {self.nbytes}"
+        seq, intended, sent = read_stamps(data)
+        expect = self._expect
+        expect[8:32] = data[8:32]
+        if data == expect:
+            return seq, intended, sent, None
+        return seq, intended, sent, first_difference(expect, data)
+
+    def _check_text(self, data: Any) -> tuple[int, int, int, str | None]:
+        if not isinstance(data, str):
+            return -1, 0, 0, "expected a text reply, got binary"
+        try:
+            seq, intended, sent = (int(data[i : i + 16], 16) for i in (0, 16, 32))
+        except ValueError:
+            return -1, 0, 0, "text echo has a garbled header"
+        if data[TEXT_HEADER:] != self._text_body or len(data) != self.nbytes:
+            return seq, intended, sent, "text echo differs from what was sent"
+        return seq, intended, sent, None
+
+    def _check_stats(self, data: bytes) -> tuple[int, int, int, str | None]:
+        try:
+            header, payload = parse_frame(data)
+        except FrameError as exc:
+            return -1, 0, 0, f"bad STATS reply frame: {type(exc).__name__}"
+        if not header.is_stats_reply:
+            return header.seq, header.intended_send_ns, header.sent_ns, "not a STATS reply"
+        return (
+            header.seq,
+            header.intended_send_ns,
+            header.sent_ns,
+            check_stats_json(bytes(payload), self._stats),
+        )
+
+    def set_timeout(self, seconds: float | None) -> None:
+        self.ws.settimeout(seconds)
+
+    def close(self) -> None:
+        try:
+            self.ws.shutdown()  # no close handshake: the stream is over, don't wait for it
+        except Exception:  # noqa: S110 - closing a broken socket may fail; nothing to do
+            pass
+
+
+def expected_stats(n: int) -> dict[str, float]:
+    """The figures a STATS server must report for our payload of ``n`` pattern bytes."""
+    data = pattern(n)
+    if not data:
+        return {"bytes": 0}
+    return {
+        "bytes": n,
+        "max": max(data),
+        "min": min(data),
+        "mean": sum(data) / n,
+        "median": float(statistics.median(data)),
+    }
+
+
+def check_stats_json(payload: bytes, expect: dict[str, float]) -> str | None:
+    """None if ``payload`` is a JSON object agreeing with ``expect``, else why not."""
+    try:
+        got = json.loads(payload)
+    except (UnicodeDecodeError, ValueError):
+        return "STATS reply payload is not JSON"
+    if not isinstance(got, dict):
+        return "STATS reply JSON is not an object"
+    if got.get("bytes") != expect["bytes"]:
+        return "STATS reply bytes differs from the payload size"
+    for key in ("max", "min", "mean", "median"):
+        if key in got:
+            value = got[key]
+            if not isinstance(value, int | float) or abs(value - expect[key]) > 1e-6 * max(
+                1.0, abs(expect[key])
+            ):
+                return f"STATS reply {key} is wrong"
+    return None
+
+
+class WebSocketUser(User):
+    """Abstract WebSocket echo user; set ``pattern`` ("session" or "request") in a subclass."""
+
+    abstract = True
+    transport = "ws"
+    pattern = "session"
+    text = False
+    stats = False
+    name_prefix = ""
+    wait_time = constant(0)
+
+    def on_start(self) -> None:
+        self.opts = options.of(self.environment)
+        self.sink = LocustSink(self.environment)
+        self.user_id = next_user_id()
+        self.backoff = Backoff()
+        self.connections = 0
+
+    @task
+    def run_pattern(self) -> None:
+        if self.pattern == "request":
+            self.request_once()
+        else:
+            self.session_once()
+
+    def connect(self) -> tuple[WsLink, int, Timer] | None:
+        """Open a session (row ``connect``: TCP connect + upgrade); None after a failure."""
+        conn_id = next_conn_id()
+        timer = Timer()
+        try:
+            ws = websocket.create_connection(
+                self.opts.ws_url,
+                timeout=self.opts.reply_timeout_s,
+                enable_multithread=False,
+                skip_utf8_validation=True,
+                sockopt=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
+            )
+            ws.settimeout(None)
+        except Exception as exc:
+            error = ws_describe(exc)
+            self.sink(
+                timer.sample(
+                    "ws", self.name_prefix + "connect", 0, error,
+                    user_id=self.user_id, conn_id=conn_id,
+                )
+            )  # fmt: skip
+            self.backoff.wait()
+            return None
+        self.sink(
+            timer.sample("ws", self.name_prefix + "connect", user_id=self.user_id, conn_id=conn_id)
+        )
+        link = WsLink(ws, self.opts.frame_bytes, text=self.text, stats=self.stats)
+        return link, conn_id, timer
+
+    def session_once(self) -> None:
+        """One long-lived session carrying a paced or ping-pong stream until it ends."""
+        opened = self.connect()
+        if opened is None:
+            return
+        link, conn_id, _ = opened
+        cfg = stream_config(self.opts, "ws", self.name_prefix + "msg")
+        stream = Stream(cfg, self.sink, user_id=self.user_id, conn_id=conn_id, nbytes=link.nbytes)
+        if cfg.pingpong:
+            stream.run_pingpong(link)
+        else:
+            stream.run_paced(link)
+        self._after(stream.error)
+
+    def request_once(self) -> None:
+        """connect → one request → its reply → close (rows connect/roundtrip/session)."""
+        limit = self.opts.connections_per_user
+        if limit and self.connections >= limit:
+            raise StopUser()
+        self.connections += 1
+        opened = self.connect()
+        if opened is None:
+            return
+        link, conn_id, timer = opened
+        cfg = stream_config(self.opts, "ws", self.name_prefix + "roundtrip")
+        cfg = _one_shot(cfg)
+        stream = Stream(cfg, self.sink, user_id=self.user_id, conn_id=conn_id, nbytes=link.nbytes)
+        stream.run_pingpong(link)
+        self.sink(
+            timer.sample(
+                "ws",
+                self.name_prefix + "session",
+                stream.sent * link.nbytes,
+                stream.error,
+                user_id=self.user_id,
+                conn_id=conn_id,
+            )
+        )
+        self._after(stream.error)
+
+    def _after(self, error: str | None) -> None:
+        if error is None:
+            self.backoff.reset()
+        else:
+            self.backoff.wait()
+
+
+def _one_shot(cfg: Any) -> Any:
+    from dataclasses import replace
+
+    return replace(cfg, pingpong=True, max_messages=1, duration_ns=None)
