@@ -15,8 +15,9 @@
   ``--threads`` workers (each open stream holds one thread, hence the large default).
 - Health (``grpc.health.v1``: SERVING for "" and the Echo service) and reflection are served.
 - SO_REUSEPORT is switched off, so a second server on a busy port fails (exit 2) instead of
-  silently sharing it. SIGTERM/SIGINT stop the server with a ``--grace-s`` grace period; streams
-  still open after it are cancelled (the client sees a status, the process exits 0).
+  silently sharing it. SIGTERM/SIGINT stop the server with a ``--grace-s`` grace period: calls
+  in progress may finish within it, those still open after it are cancelled (the client sees a
+  status, the process exits 0); once no Echo call is left the server stops at once.
 """
 
 from __future__ import annotations
@@ -24,12 +25,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
+import inspect
 import logging
 import queue
 import signal
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent import futures
 from typing import Any
 
@@ -152,11 +154,67 @@ def _check_stream_request(request: echo_pb2.StreamRequest, limit: int) -> str | 
     return None
 
 
+class Inflight:
+    """Counts Echo calls in progress: at shutdown the grace period is for those calls, so with
+    none left the server stops at once instead of waiting out the grace period (gRPC would also
+    wait for connections that never started a call)."""
+
+    def __init__(self) -> None:
+        self._count = 0
+        self._lock = threading.Lock()
+        self.idle = threading.Event()
+        self.idle.set()
+
+    def __enter__(self) -> None:
+        with self._lock:
+            self._count += 1
+            self.idle.clear()
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self._count -= 1
+            if self._count == 0:
+                self.idle.set()
+
+
+def _tracked(method: Callable[..., Any]) -> Any:
+    """Run a servicer method (plain, generator, coroutine or async generator) inside
+    ``self.inflight``; the wrapper keeps the method's kind, which gRPC inspects."""
+    if inspect.isasyncgenfunction(method):
+
+        async def agen(self: Any, *args: Any) -> AsyncIterator[Any]:
+            with self.inflight:
+                async for item in method(self, *args):
+                    yield item
+
+        return functools.wraps(method)(agen)
+    if inspect.iscoroutinefunction(method):
+
+        async def coro(self: Any, *args: Any) -> Any:
+            with self.inflight:
+                return await method(self, *args)
+
+        return functools.wraps(method)(coro)
+    if inspect.isgeneratorfunction(method):
+
+        def gen(self: Any, *args: Any) -> Iterator[Any]:
+            with self.inflight:
+                yield from method(self, *args)
+
+        return functools.wraps(method)(gen)
+
+    def plain(self: Any, *args: Any) -> Any:
+        with self.inflight:
+            return method(self, *args)
+
+    return functools.wraps(method)(plain)
+
+
 def _bind(server: Any, config: Config) -> int:
-    if config.port:  # check first: gRPC core would also log its own multi-line bind error
-        problem = probe_bind(config.host, config.port)
-        if problem:
-            raise problem
+    # Check first: on failure gRPC core also logs its own multi-line error to stderr.
+    problem = probe_bind(config.host, config.port)
+    if problem:
+        raise problem
     try:
         port = int(server.add_insecure_port(config.address))
     except RuntimeError:
@@ -176,15 +234,18 @@ async def _sleep_until(deadline_ns: int) -> None:
 
 
 class AioEcho(echo_pb2_grpc.EchoServicer):
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, inflight: Inflight) -> None:
+        self.inflight = inflight
         self.delay_ns = config.delay_ns
         self.limit = config.max_message_bytes
 
+    @_tracked
     async def Unary(self, request: echo_pb2.Frame, context: Any) -> echo_pb2.Frame:
         if self.delay_ns:
             await asyncio.sleep(self.delay_ns / 1e9)
         return request
 
+    @_tracked
     async def ServerStream(
         self, request: echo_pb2.StreamRequest, context: Any
     ) -> AsyncIterator[echo_pb2.Frame]:
@@ -201,6 +262,7 @@ class AioEcho(echo_pb2_grpc.EchoServicer):
                 seq=seq, intended_send_ns=due, sent_ns=time.monotonic_ns(), payload=payload
             )
 
+    @_tracked
     async def ClientStream(
         self, request_iterator: AsyncIterator[echo_pb2.Frame], context: Any
     ) -> echo_pb2.StreamSummary:
@@ -211,6 +273,7 @@ class AioEcho(echo_pb2_grpc.EchoServicer):
             await asyncio.sleep(self.delay_ns / 1e9)
         return summary
 
+    @_tracked
     async def Bidi(
         self, request_iterator: AsyncIterator[echo_pb2.Frame], context: Any
     ) -> AsyncIterator[echo_pb2.Frame]:
@@ -239,8 +302,14 @@ class AioEcho(echo_pb2_grpc.EchoServicer):
 
 
 async def _serve_aio(config: Config) -> None:
+    # Handlers first: a harness may signal the moment it reads the LISTENING line.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     server = grpc.aio.server(options=config.options())
-    echo_pb2_grpc.add_EchoServicer_to_server(AioEcho(config), server)
+    inflight = Inflight()
+    echo_pb2_grpc.add_EchoServicer_to_server(AioEcho(config, inflight), server)
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]  # no stub
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ("", SERVICE_NAME):
@@ -249,15 +318,16 @@ async def _serve_aio(config: Config) -> None:
     port = _bind(server, config)
     await server.start()
     announce("grpc", config.host, port)
-
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("stopping (grace %.1fs)", config.grace_s)
     await health_servicer.enter_graceful_shutdown()
-    await server.stop(config.grace_s)
+    stopping = asyncio.ensure_future(server.stop(config.grace_s))
+    deadline = loop.time() + config.grace_s
+    while not stopping.done() and not inflight.idle.is_set() and loop.time() < deadline:
+        await asyncio.wait([stopping], timeout=0.02)
+    if not stopping.done():
+        await server.stop(0)  # a shorter grace than the pending stop() ends it now
+    await stopping
 
 
 def _reflected_names() -> tuple[str, ...]:
@@ -270,7 +340,8 @@ def _reflected_names() -> tuple[str, ...]:
 class SyncEcho(echo_pb2_grpc.EchoServicer):
     """Thread-pool servicer; every wait is on ``stopping`` so shutdown never waits on a sleep."""
 
-    def __init__(self, config: Config, stopping: threading.Event) -> None:
+    def __init__(self, config: Config, inflight: Inflight, stopping: threading.Event) -> None:
+        self.inflight = inflight
         self.delay_s = config.delay_ns / 1e9
         self.delay_ns = config.delay_ns
         self.limit = config.max_message_bytes
@@ -283,11 +354,13 @@ class SyncEcho(echo_pb2_grpc.EchoServicer):
             return not self.stopping.wait(wait / 1e9)
         return not self.stopping.is_set()
 
+    @_tracked
     def Unary(self, request: echo_pb2.Frame, context: Any) -> echo_pb2.Frame:
         if self.delay_ns:
             self._wait_until(time.monotonic_ns() + self.delay_ns)
         return request
 
+    @_tracked
     def ServerStream(
         self, request: echo_pb2.StreamRequest, context: Any
     ) -> Iterator[echo_pb2.Frame]:
@@ -305,6 +378,7 @@ class SyncEcho(echo_pb2_grpc.EchoServicer):
                 seq=seq, intended_send_ns=due, sent_ns=time.monotonic_ns(), payload=payload
             )
 
+    @_tracked
     def ClientStream(
         self, request_iterator: Iterator[echo_pb2.Frame], context: Any
     ) -> echo_pb2.StreamSummary:
@@ -315,6 +389,7 @@ class SyncEcho(echo_pb2_grpc.EchoServicer):
             self._wait_until(time.monotonic_ns() + self.delay_ns)
         return summary
 
+    @_tracked
     def Bidi(
         self, request_iterator: Iterator[echo_pb2.Frame], context: Any
     ) -> Iterator[echo_pb2.Frame]:
@@ -341,10 +416,14 @@ class SyncEcho(echo_pb2_grpc.EchoServicer):
 
 
 def _serve_sync(config: Config, threads: int) -> None:
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
     stopping = threading.Event()
     pool = futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="grpc-worker")
     server = grpc.server(pool, options=config.options())
-    echo_pb2_grpc.add_EchoServicer_to_server(SyncEcho(config, stopping), server)
+    inflight = Inflight()
+    echo_pb2_grpc.add_EchoServicer_to_server(SyncEcho(config, inflight, stopping), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ("", SERVICE_NAME):
@@ -353,15 +432,13 @@ def _serve_sync(config: Config, threads: int) -> None:
     port = _bind(server, config)
     server.start()
     announce("grpc", config.host, port)
-
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
     while not stop.wait(3600):  # the handler runs in this (main) thread and sets the event
         pass
     log.info("stopping (grace %.1fs)", config.grace_s)
     health_servicer.enter_graceful_shutdown()
     done = server.stop(config.grace_s)
-    done.wait(config.grace_s + 1)
+    inflight.idle.wait(config.grace_s)
+    server.stop(0)  # a shorter grace than the pending stop() ends it now
+    done.wait(1)
     stopping.set()  # wake any handler still sleeping on a schedule, so its thread ends
     pool.shutdown(wait=False, cancel_futures=True)

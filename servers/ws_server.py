@@ -41,12 +41,14 @@ import logging
 import os
 import signal
 import time
+import weakref
 from concurrent.futures import Executor
 from typing import Any
 from urllib.parse import urlsplit
 
 from websockets.asyncio.server import Request, Response, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
+from websockets.protocol import State
 
 from echoswarm import wire
 from servers.common import (
@@ -234,6 +236,23 @@ class Echo:
             log.debug("background stats: %s", job.result())
 
 
+class _TrackedConnection(ServerConnection):
+    """Remembers every connection from accept on, so shutdown can also drop the ones still
+    waiting for a handshake request (websockets would wait ``open_timeout`` for them)."""
+
+    live: weakref.WeakSet[_TrackedConnection] = weakref.WeakSet()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _TrackedConnection.live.add(self)
+
+
+def _drop_unopened() -> None:
+    for connection in list(_TrackedConnection.live):
+        if connection.protocol.state is State.CONNECTING and connection.transport is not None:
+            connection.transport.abort()
+
+
 def _peer(ws: ServerConnection) -> str:
     try:
         host, port = ws.remote_address[:2]
@@ -273,6 +292,11 @@ def _only_echo_path(connection: ServerConnection, request: Request) -> Response 
 
 
 async def _serve(args: argparse.Namespace, pool: Executor | None) -> None:
+    # Handlers first: a harness may signal the moment it reads the LISTENING line.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     echo = Echo(args, pool)
     try:
         server = await serve(
@@ -283,19 +307,16 @@ async def _serve(args: argparse.Namespace, pool: Executor | None) -> None:
             max_size=args.max_size,
             compression="deflate" if args.compression == "deflate" else None,
             logger=_protocol_logger(),
+            create_connection=_TrackedConnection,
         )
     except OSError as exc:
         raise bind_error(exc, args.host, args.port) from None
     port = server.sockets[0].getsockname()[1] if server.sockets else args.port
     announce("ws", args.host, port)
-
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("stopping (grace %.1fs)", args.grace_s)
     server.close()  # refuses new connections, sends 1001 to open ones
+    _drop_unopened()
     try:
         async with asyncio.timeout(args.grace_s):
             await server.wait_closed()

@@ -203,6 +203,23 @@ def test_sigterm_mid_stream_ends_cleanly(start_server, impl: str) -> None:
 
 
 @pytest.mark.parametrize("impl", IMPLS)
+def test_sigterm_lets_a_short_stream_finish_within_the_grace_period(
+    start_server, impl: str
+) -> None:
+    p = start_server("grpc", "--impl", impl, "--grace-s", "10")
+    with grpc.insecure_channel(p.target) as ch:
+        stub = echo_pb2_grpc.EchoStub(ch)
+        req = echo_pb2.StreamRequest(count=5, payload_bytes=10, interval_ms=60)
+        stream = stub.ServerStream(req, timeout=10)
+        assert next(stream).seq == 0
+        t0 = time.monotonic()
+        p.popen.send_signal(signal.SIGTERM)
+        assert [f.seq for f in stream] == [1, 2, 3, 4]  # the call completes normally
+        assert p.popen.wait(timeout=10) == 0
+        assert time.monotonic() - t0 < 3  # and the server did not wait out the 10 s grace
+
+
+@pytest.mark.parametrize("impl", IMPLS)
 def test_message_over_limit_is_refused_and_server_keeps_serving(start_server, impl: str) -> None:
     p = start_server("grpc", "--impl", impl, "--max-message-bytes", "4096")
     with grpc.insecure_channel(p.target, options=CHANNEL_OPTIONS) as ch:
