@@ -64,7 +64,10 @@ def ensure_bucket(cloud: Cloud, bucket: str, run_id: str, ledger: Ledger) -> Non
             }
         ],
     }
-    s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(tls_only))
+    if s3.meta.endpoint_url.startswith("https://"):
+        s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(tls_only))
+    else:  # a plain-http endpoint (a local emulator) could never satisfy the policy
+        progress(f"  {s3.meta.endpoint_url} is not https: TLS-only bucket policy not applied")
     s3.put_bucket_tagging(Bucket=bucket, Tagging={"TagSet": tags(run_id, "bucket")})
 
 

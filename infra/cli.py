@@ -58,12 +58,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     shape(sub.add_parser("plan", parents=[common], help="what up would create, and its cost"))
     shape(sub.add_parser("up", parents=[common], help="create the run's machines"))
-    r = sub.add_parser("run", parents=[common], help="one headless test on the master")
+    r = sub.add_parser(
+        "run", parents=[common], help="one headless test on the master (-- LOCUST OPTIONS...)"
+    )
     r.add_argument("locustfile")
     r.add_argument("-u", "--users", type=int, required=True)
     r.add_argument("-r", "--spawn-rate", type=float, required=True)
     r.add_argument("-t", "--run-time", required=True)
-    r.add_argument("extra", nargs=argparse.REMAINDER, help="after --: more Locust options")
     sub.add_parser("status", parents=[common], help="nodes, states, ages, cost so far")
     f = sub.add_parser("fetch", parents=[common], help="download results to results/<run-id>/")
     f.add_argument("--dest", type=Path)
@@ -188,7 +189,6 @@ def _on_run(args: argparse.Namespace, cloud: Cloud, run_id: str, record: dict[st
     from infra import lifecycle, testrun
 
     if args.cmd == "run":
-        extra = [a for a in args.extra if a != "--"]
         return testrun.run(
             cloud,
             run_id,
@@ -196,7 +196,7 @@ def _on_run(args: argparse.Namespace, cloud: Cloud, run_id: str, record: dict[st
             users=args.users,
             spawn_rate=args.spawn_rate,
             run_time=args.run_time,
-            extra=extra,
+            extra=args.extra,
             record=record,
         )
     if args.cmd == "status":
@@ -214,7 +214,16 @@ def _on_run(args: argparse.Namespace, cloud: Cloud, run_id: str, record: dict[st
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra: list[str] = []
+    if "--" in argv:  # everything after -- goes to Locust on the master untouched
+        cut = argv.index("--")
+        argv, extra = argv[:cut], argv[cut + 1 :]
     args = build_parser().parse_args(argv)
+    args.extra = extra
+    if extra and args.cmd != "run":
+        print(f"python -m infra {args.cmd}: unexpected arguments after --", file=sys.stderr)
+        return 2
     try:
         return dispatch(args)
     except UsageError as e:

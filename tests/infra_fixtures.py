@@ -1,0 +1,131 @@
+"""Fixtures for the infra tests: a moto server on a loopback port (EC2 instance-type and AMI
+validation on), the environment that points boto3 at it, and an in-process CLI runner.
+
+Nothing here can reach real AWS: the endpoint is always the local moto server and the
+credentials are fake.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+import requests
+
+from infra import cli
+
+REGION = "ap-northeast-1"
+VALIDATION_ENV = {
+    "MOTO_EC2_ENABLE_INSTANCE_TYPE_VALIDATION": "true",
+    "MOTO_ENABLE_AMI_VALIDATION": "true",
+}
+
+
+@pytest.fixture(scope="session")
+def moto_url() -> Iterator[str]:
+    """One moto server for the session (started once: ~1 s); reset before each test."""
+    os.environ.update(VALIDATION_ENV)  # moto reads these when it is imported ...
+    from moto import settings
+    from moto.server import ThreadedMotoServer
+
+    # ... so set them on its settings too, in case something imported moto earlier.
+    settings.EC2_ENABLE_INSTANCE_TYPE_VALIDATION = True
+    settings.ENABLE_AMI_VALIDATION = True
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    assert host == "127.0.0.1"
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def aws(moto_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Environment for boto3 → the moto server, fake credentials, a private state file."""
+    requests.post(f"{moto_url}/moto-api/reset", timeout=10).raise_for_status()
+    for k in list(os.environ):
+        if k.startswith("AWS_"):
+            monkeypatch.delenv(k)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_url)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("ECHOSWARM_STATE_FILE", str(tmp_path / "state.json"))
+    return moto_url
+
+
+@dataclass
+class Result:
+    rc: int
+    out: str
+    err: str
+
+
+def infra(*argv: str) -> Result:
+    """``python -m infra ARGV`` in-process (fast: no interpreter start per command)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            rc = cli.main(list(argv))
+        except SystemExit as e:  # argparse usage errors
+            rc = int(e.code or 0)
+    return Result(rc, out.getvalue(), err.getvalue())
+
+
+def client(service: str) -> Any:
+    return boto3.client(service, region_name=REGION)  # type: ignore[call-overload]
+
+
+def tag_map(resource: dict[str, Any]) -> dict[str, str]:
+    return {t["Key"]: t["Value"] for t in resource.get("Tags", [])}
+
+
+def run_filter(run_id: str) -> list[dict[str, Any]]:
+    return [{"Name": "tag:echoswarm:run", "Values": [run_id]}]
+
+
+def live_instances(run_id: str) -> list[dict[str, Any]]:
+    resp = client("ec2").describe_instances(
+        Filters=[
+            *run_filter(run_id),
+            {"Name": "instance-state-name", "Values": ["pending", "running", "stopped"]},
+        ]
+    )
+    return [i for r in resp["Reservations"] for i in r["Instances"]]
+
+
+def leftovers(run_id: str) -> dict[str, list[str]]:
+    """Everything of the run that still exists (instances not terminated, network, IAM, S3)."""
+    ec2, iam, s3 = client("ec2"), client("iam"), client("s3")
+    f = run_filter(run_id)
+    left = {
+        "instances": [i["InstanceId"] for i in live_instances(run_id)],
+        "groups": [g["GroupId"] for g in ec2.describe_security_groups(Filters=f)["SecurityGroups"]],
+        "subnets": [s["SubnetId"] for s in ec2.describe_subnets(Filters=f)["Subnets"]],
+        "vpcs": [v["VpcId"] for v in ec2.describe_vpcs(Filters=f)["Vpcs"]],
+        "igws": [
+            g["InternetGatewayId"]
+            for g in ec2.describe_internet_gateways(Filters=f)["InternetGateways"]
+        ],
+        "route_tables": [
+            r["RouteTableId"] for r in ec2.describe_route_tables(Filters=f)["RouteTables"]
+        ],
+        "roles": [r["RoleName"] for r in iam.list_roles()["Roles"] if run_id in r["RoleName"]],
+        "profiles": [
+            p["InstanceProfileName"]
+            for p in iam.list_instance_profiles()["InstanceProfiles"]
+            if run_id in p["InstanceProfileName"]
+        ],
+        "buckets": [b["Name"] for b in s3.list_buckets()["Buckets"] if run_id in b["Name"]],
+    }
+    return {k: v for k, v in left.items() if v}

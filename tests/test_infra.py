@@ -1,0 +1,260 @@
+"""``python -m infra`` against a local moto server: the whole life of a run, its security
+rules, hardening and tags, rollback, idempotency, sweep and the up-front error checks."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+from infra import node
+from infra.spec import bucket_name
+from tests.infra_fixtures import (
+    aws,  # noqa: F401  (fixture)
+    client,
+    infra,
+    leftovers,
+    live_instances,
+    moto_url,  # noqa: F401  (fixture)
+    tag_map,
+)
+
+pytestmark = pytest.mark.timeout(60)
+ACCOUNT = "123456789012"  # moto's
+CIDR = "203.0.113.0/24"
+
+
+def up(*extra: str) -> str:
+    r = infra("up", "--workers", "2", "--servers", "tcp,ws", "--max-lifetime", "90m", *extra)
+    assert r.rc == 0, r.err
+    run_id = r.out.strip().splitlines()[-1]
+    assert re.fullmatch(r"\d{8}-\d{6}-[0-9a-f]{4}", run_id), r.out
+    return run_id
+
+
+def by_role(run_id: str) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for i in live_instances(run_id):
+        out.setdefault(tag_map(i)["echoswarm:role"], []).append(i)
+    return out
+
+
+def test_full_cycle_up_status_run_fetch_down(aws: str, tmp_path: Path) -> None:  # noqa: F811
+    run_id = up("--allow-cidr", CIDR)
+    roles = by_role(run_id)
+    assert {k: len(v) for k, v in roles.items()} == {"server": 1, "master": 1, "worker": 2}
+    ids = sorted(i["InstanceId"] for v in roles.values() for i in v)
+
+    again = infra(
+        "up", "--run-id", run_id, "--workers", "2", "--servers", "tcp,ws", "--allow-cidr", CIDR
+    )
+    assert again.rc == 0, again.err
+    assert "nothing to add" in again.err
+    assert sorted(i["InstanceId"] for i in live_instances(run_id)) == ids
+
+    st = infra("status")  # defaults to the last run
+    assert st.rc == 0, st.err
+    assert f"run {run_id}" in st.out
+    for role in ("server", "master", "worker"):
+        assert re.search(rf"^\s+{role}\s+i-\w+\s+c7i\.\w+\s+running", st.out, re.M), st.out
+    assert "cost so far (estimate" in st.out
+
+    r = infra("run", "tests/infra_scenario.py", "-u", "4", "-r", "2", "-t", "5s")
+    assert r.rc == 0, r.err
+    config = _sent_master_config()
+    server_ip = roles["server"][0]["PrivateIpAddress"]
+    assert config["expect_workers"] == 2
+    assert config["servers"] == [
+        {"kind": "tcp", "option": "--tcp-target", "host": server_ip, "port": 7777},
+        {"kind": "ws", "option": "--ws-url", "host": server_ip, "port": 8765},
+    ]
+    bucket = bucket_name(ACCOUNT, run_id)
+    assert (config["bucket"], config["prefix"]) == (bucket, f"results/{run_id}/")
+    (server_script,) = _sent_commands("echoswarm-server-tcp.service")
+    assert "systemctl restart echoswarm-server-tcp.service" in server_script
+    assert _decoded_json(server_script, "/etc/echoswarm/server-tcp.json") == {
+        "args": ["--model", "asyncio"]
+    }
+
+    # moto does not execute SSM commands: play the master node here — the real run_master
+    # (live.json while running, then the whole results directory) against moto's S3.
+    config["results_dir"] = str(tmp_path / "node-results")
+    writer = (
+        "import json, pathlib, sys; d = pathlib.Path(sys.argv[1]); "
+        "(d / 'run.json').write_text(json.dumps({'status': 'complete'})); "
+        "(d / 'histograms').mkdir(); (d / 'histograms' / 'latency.hlog').write_text('x'); "
+        "(d / 'summary.csv').write_text('request_type,name,count\\ntcp,msg,10\\n')"
+    )
+    assert node.run_master(config, [sys.executable, "-c", writer, config["results_dir"]]) == 0
+
+    dest = tmp_path / "fetched"
+    f = infra("fetch", "--dest", str(dest))
+    assert f.rc == 0, f.err
+    got = sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file())
+    assert got == ["histograms/latency.hlog", "run.json", "summary.csv"]
+    assert json.loads((dest / "run.json").read_text()) == {"status": "complete"}
+
+    for _ in range(2):  # down is idempotent
+        d = infra("down")
+        assert d.rc == 0, d.err
+        assert leftovers(run_id) == {"buckets": [bucket]}  # results kept without --purge
+    running = client("ec2").describe_instances(
+        Filters=[{"Name": "instance-state-name", "Values": ["pending", "running"]}]
+    )["Reservations"]
+    assert running == []
+    p = infra("down", "--run-id", run_id, "--purge")
+    assert p.rc == 0, p.err
+    assert leftovers(run_id) == {}
+
+
+def _sent_commands(marker: str) -> list[str]:
+    """Scripts sent by SSM that contain ``marker`` (moto lists every instance as a target of
+    every command, so commands are told apart by what they do)."""
+    cmds = client("ssm").list_commands()["Commands"]
+    scripts = ["\n".join(c["Parameters"]["commands"]) for c in cmds]
+    return [s for s in scripts if marker in s]
+
+
+def _decoded_json(script: str, path: str) -> dict:
+    m = re.search(rf"echo (\S+) \| base64 -d > {re.escape(path)}", script)
+    assert m, script
+    return json.loads(base64.b64decode(m.group(1)))
+
+
+def _sent_master_config() -> dict:
+    (script,) = _sent_commands("systemctl start echoswarm-master.service")
+    return _decoded_json(script, "/etc/echoswarm/master-run.json")
+
+
+def test_security_group_rules_are_exactly_the_intended_set(aws: str) -> None:  # noqa: F811
+    run_id = up("--allow-cidr", CIDR)
+    ec2 = client("ec2")
+    groups = {
+        tag_map(g)["Name"].rsplit("-", 1)[1]: g
+        for g in ec2.describe_security_groups(
+            Filters=[{"Name": "tag:echoswarm:run", "Values": [run_id]}]
+        )["SecurityGroups"]
+    }
+    assert sorted(groups) == ["master", "servers", "workers"]
+    gid = {k: g["GroupId"] for k, g in groups.items()}
+    name = {v: k for k, v in gid.items()}
+
+    def rules(perms: list[dict]) -> set[tuple]:
+        out = set()
+        for p in perms:
+            for r in p.get("IpRanges", []):
+                out.add((p["IpProtocol"], p.get("FromPort"), p.get("ToPort"), r["CidrIp"]))
+            for u in p.get("UserIdGroupPairs", []):
+                out.add((p["IpProtocol"], p.get("FromPort"), p.get("ToPort"), name[u["GroupId"]]))
+        return out
+
+    anywhere = ("tcp", 443, 443, "0.0.0.0/0")
+    assert rules(groups["workers"]["IpPermissions"]) == set()
+    assert rules(groups["workers"]["IpPermissionsEgress"]) == {
+        anywhere,
+        ("tcp", 5557, 5557, "master"),
+        ("tcp", 7777, 7777, "servers"),
+        ("tcp", 8765, 8765, "servers"),
+    }
+    assert rules(groups["master"]["IpPermissions"]) == {
+        ("tcp", 5557, 5557, "workers"),
+        ("tcp", 8089, 8089, CIDR),
+    }
+    assert rules(groups["master"]["IpPermissionsEgress"]) == {anywhere}
+    assert rules(groups["servers"]["IpPermissions"]) == {
+        ("tcp", 7777, 7777, "workers"),
+        ("tcp", 8765, 8765, "workers"),
+    }
+    assert rules(groups["servers"]["IpPermissionsEgress"]) == {anywhere}
+    roles = by_role(run_id)
+    for role, group in (("master", "master"), ("server", "servers"), ("worker", "workers")):
+        for inst in roles[role]:
+            assert [g["GroupId"] for g in inst["SecurityGroups"]] == [gid[group]]
+
+
+def test_no_web_ui_rule_without_allow_cidr(aws: str) -> None:  # noqa: F811
+    run_id = up()
+    (master,) = client("ec2").describe_security_groups(
+        Filters=[{"Name": "tag:Name", "Values": [f"echoswarm-{run_id}-master"]}]
+    )["SecurityGroups"]
+    ports = sorted(p["FromPort"] for p in master["IpPermissions"])
+    assert ports == [5557]
+    everything = client("ec2").describe_security_groups()["SecurityGroups"]
+    for g in everything:
+        if tag_map(g).get("echoswarm:run") == run_id:
+            for p in g["IpPermissions"]:
+                assert all(r["CidrIp"] != "0.0.0.0/0" for r in p.get("IpRanges", []))
+
+
+def test_hardening_lifetime_and_tags_on_every_resource(aws: str) -> None:  # noqa: F811
+    run_id = up("--spot")
+    ec2, iam, s3 = client("ec2"), client("iam"), client("s3")
+    insts = live_instances(run_id)
+    assert len(insts) == 4
+    for i in insts:
+        iid = i["InstanceId"]
+        assert i["MetadataOptions"]["HttpTokens"] == "required"
+        assert i["MetadataOptions"]["HttpEndpoint"] == "enabled"
+        behaviour = ec2.describe_instance_attribute(
+            InstanceId=iid, Attribute="instanceInitiatedShutdownBehavior"
+        )["InstanceInitiatedShutdownBehavior"]["Value"]
+        assert behaviour == "terminate"
+        ud = ec2.describe_instance_attribute(InstanceId=iid, Attribute="userData")["UserData"]
+        doc = json.loads(base64.b64decode(ud["Value"]).decode().split("\n", 1)[1])
+        assert doc["bootcmd"][0][:3] == ["shutdown", "-P", "+90"]
+        t = tag_map(i)
+        assert t["echoswarm"] == "true" and t["echoswarm:run"] == run_id
+        assert "echoswarm:expires" in t
+        assert (i.get("InstanceLifecycle") == "spot") == (t["echoswarm:role"] == "worker")
+    # moto associates the profile with the first instance of each launch only (a moto gap):
+    # every association there is must name the run's profile, one per launch batch.
+    assoc = ec2.describe_iam_instance_profile_associations()["IamInstanceProfileAssociations"]
+    profiles = [a["IamInstanceProfile"]["Arn"].rsplit("/", 1)[1] for a in assoc]
+    assert profiles == [f"echoswarm-{run_id}-node"] * 3
+    f = [{"Name": "tag:echoswarm:run", "Values": [run_id]}]
+    tagged = {
+        "vpc": ec2.describe_vpcs(Filters=f)["Vpcs"],
+        "subnet": ec2.describe_subnets(Filters=f)["Subnets"],
+        "igw": ec2.describe_internet_gateways(Filters=f)["InternetGateways"],
+        "routes": ec2.describe_route_tables(Filters=f)["RouteTables"],
+        "groups": ec2.describe_security_groups(Filters=f)["SecurityGroups"],
+        "volumes": ec2.describe_volumes(Filters=f)["Volumes"],
+    }
+    assert {k: len(v) for k, v in tagged.items()} == {
+        "vpc": 1,
+        "subnet": 1,
+        "igw": 1,
+        "routes": 1,
+        "groups": 3,
+        "volumes": 4,
+    }
+    role = f"echoswarm-{run_id}-node"
+    for tagset in (
+        iam.list_role_tags(RoleName=role)["Tags"],
+        iam.get_instance_profile(InstanceProfileName=role)["InstanceProfile"]["Tags"],
+        s3.get_bucket_tagging(Bucket=bucket_name(ACCOUNT, run_id))["TagSet"],
+    ):
+        t = {x["Key"]: x["Value"] for x in tagset}
+        assert t["echoswarm"] == "true" and t["echoswarm:run"] == run_id
+
+    policy = iam.get_role_policy(RoleName=role, PolicyName="echoswarm-node")["PolicyDocument"]
+    s3_statements = {
+        tuple(s["Action"]): s["Resource"]
+        for s in policy["Statement"]
+        if s["Sid"] != "SsmAgentForRunCommand"
+    }
+    bucket = bucket_name(ACCOUNT, run_id)
+    assert s3_statements == {
+        ("s3:GetObject",): [f"arn:aws:s3:::{bucket}/code/{run_id}.tar.gz"],
+        ("s3:PutObject",): [f"arn:aws:s3:::{bucket}/results/{run_id}/*"],
+    }
+    enc = s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]
+    assert enc["Rules"][0]["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
+    block = s3.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"]
+    assert all(block.values())
+    assert infra("down", "--purge").rc == 0
+    assert leftovers(run_id) == {}

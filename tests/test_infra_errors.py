@@ -1,0 +1,138 @@
+"""``python -m infra``: failures are caught before anything exists (one line, exit 2 for usage),
+a failure half way through ``up`` rolls back everything it created, and ``sweep`` finds and
+removes leftovers. All against the local moto server."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.infra_fixtures import (
+    aws,  # noqa: F401  (fixture)
+    client,
+    infra,
+    leftovers,
+    moto_url,  # noqa: F401  (fixture)
+    tag_map,
+)
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def _only_default_network() -> bool:
+    ec2 = client("ec2")
+    vpcs = ec2.describe_vpcs()["Vpcs"]
+    return all(v.get("IsDefault") for v in vpcs) and not client("s3").list_buckets()["Buckets"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["up", "--allow-cidr", "10.0.0.300/8"], "not a valid IPv4 CIDR"),
+        (["up", "--allow-cidr", "0.0.0.0/0"], "refused"),
+        (["up", "--max-lifetime", "3d"], "--max-lifetime"),
+        (["up", "--servers", "grpc,http"], "--servers"),
+        (["up", "--workers", "0"], "--workers"),
+        (["up", "--worker-type", "huge"], "not an instance type"),
+        (["up", "--region", "mars-north-1"], "not an AWS region"),
+        (["up", "--run-id", "Bad_ID"], "--run-id"),
+        (["up", "--frobnicate"], "unrecognized arguments"),
+        (["status"], "no run"),
+        (["run", "tests/no_such.py", "-u", "1", "-r", "1", "-t", "1s", "--run-id", "abcd"], ""),
+    ],
+)
+def test_usage_errors_are_one_line_exit_2_and_create_nothing(
+    aws: str,  # noqa: F811
+    argv: list[str],
+    needle: str,
+) -> None:
+    r = infra(*argv)
+    if argv[0] == "run":  # a run id that was never started: nothing to run on
+        assert r.rc != 0 and len(r.err.strip().splitlines()) == 1, r.err
+    else:
+        assert r.rc == 2, r.err
+        assert len(r.err.strip().splitlines()) == 1, r.err
+        assert needle in r.err
+    assert "Traceback" not in r.err
+    assert _only_default_network()
+
+
+def test_unknown_instance_type_is_refused_before_anything_exists(aws: str) -> None:  # noqa: F811
+    r = infra("up", "--worker-type", "c7i.enormous")
+    assert r.rc == 1
+    assert "c7i.enormous" in r.err.strip().splitlines()[-1]
+    assert _only_default_network()
+
+
+def test_no_credentials_is_one_clear_line(aws: str, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    r = infra("up")
+    assert r.rc == 1
+    assert "no AWS credentials" in r.err.strip().splitlines()[-1]
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    assert _only_default_network()
+
+
+def test_plan_needs_no_network(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.setenv("ECHOSWARM_STATE_FILE", str(tmp_path / "state.json"))
+    r = infra("plan", "--workers", "3", "--spot", "--allow-cidr", "198.51.100.7/32")
+    assert r.rc == 0, r.err
+    for needle in (
+        "VPC 10.77.0.0/16",
+        "security group workers: no ingress",
+        "master: 5557 from workers; 8089 from 198.51.100.7/32",
+        "servers: grpc 50051, ws 8765, tcp 7777 from workers",
+        "IMDSv2 required",
+        "3 × worker c7i.large spot",
+        "estimated cost: $",
+        "prices of 20",
+    ):
+        assert needle in r.out, (needle, r.out)
+    assert not (tmp_path / "state.json").exists()
+
+
+def test_failure_half_way_rolls_back_everything(aws: str, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    """The third launch (the workers) is refused by EC2 → nothing of the run may remain."""
+    from moto.ec2.exceptions import EC2ClientError
+    from moto.ec2.models.instances import InstanceBackend
+
+    real = InstanceBackend.run_instances
+    calls = []
+
+    def refuse_workers(self, *args, **kwargs):  # runs inside the moto server
+        calls.append(1)
+        if len(calls) == 3:
+            raise EC2ClientError("InsufficientInstanceCapacity", "injected: no capacity")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(InstanceBackend, "run_instances", refuse_workers)
+    r = infra("up", "--workers", "3")
+    assert r.rc == 1
+    last = r.err.strip().splitlines()[-1]
+    assert "up failed" in last and "InsufficientInstanceCapacity" in last, r.err
+    assert "NOT rolled back" not in last
+    run_id = next(
+        tag_map(i)["echoswarm:run"]
+        for res in client("ec2").describe_instances()["Reservations"]
+        for i in res["Instances"]
+    )
+    assert len(calls) == 3
+    assert leftovers(run_id) == {}
+    assert _only_default_network()
+
+
+def test_sweep_lists_then_removes_old_runs(aws: str) -> None:  # noqa: F811
+    r = infra("up", "--workers", "1")
+    assert r.rc == 0, r.err
+    run_id = r.out.strip().splitlines()[-1]
+    young = infra("sweep", "--older-than", "6h")
+    assert young.rc == 0 and run_id not in young.out
+    listed = infra("sweep", "--older-than", "0")
+    assert listed.rc == 0 and run_id in listed.out and "--yes" in listed.err
+    assert "instances" in leftovers(run_id)  # listing removes nothing
+    gone = infra("sweep", "--older-than", "0", "--yes", "--purge")
+    assert gone.rc == 0, gone.err
+    assert leftovers(run_id) == {}
+    assert infra("sweep", "--older-than", "0").out == ""
