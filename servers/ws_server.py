@@ -27,7 +27,7 @@ Behaviour, and the choices behind it:
 - ``--delay-ms D`` delays every reply to D after its request arrived; pipelined requests are
   not serialised by it (reply i goes at arrival_i + D, in order).
 - Clients that vanish mid-message, reset connections, garbage instead of a handshake and
-  handshake timeouts (websockets' ``open_timeout``, 10 s) are logged at DEBUG, never as
+  handshake timeouts (``--open-timeout-s``, default 10) are logged at DEBUG, never as
   tracebacks. SIGTERM/SIGINT close every connection (1001) within ``--grace-s`` and exit 0.
 """
 
@@ -65,6 +65,7 @@ log = logging.getLogger("servers.ws")
 PATH = "/echo"
 DEFAULT_PORT = 8765
 DEFAULT_MAX_SIZE = 16 * 1024 * 1024
+DEFAULT_BACKLOG = 4096
 BACKGROUND_LIMIT = 64
 # Bounded so a client pipelining into a delayed connection is slowed by TCP backpressure
 # instead of growing the server's memory.
@@ -105,6 +106,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=positive_int,
         default=os.cpu_count() or 1,
         help="stats mode: worker processes for the computation (default: CPU count)",
+    )
+    parser.add_argument(
+        "--backlog",
+        type=positive_int,
+        default=DEFAULT_BACKLOG,
+        help=f"listen backlog (default {DEFAULT_BACKLOG}; asyncio's own 100 drops SYNs in bursts)",
+    )
+    parser.add_argument(
+        "--open-timeout-s",
+        type=non_negative_float,
+        default=10.0,
+        help="drop connections whose opening handshake is not done by then (10; 0 = never)",
     )
     parser.add_argument(
         "--grace-s",
@@ -308,6 +321,8 @@ async def _serve(args: argparse.Namespace, pool: Executor | None) -> None:
             compression="deflate" if args.compression == "deflate" else None,
             logger=_protocol_logger(),
             create_connection=_TrackedConnection,
+            backlog=args.backlog,
+            open_timeout=args.open_timeout_s or None,
         )
     except OSError as exc:
         raise bind_error(exc, args.host, args.port) from None

@@ -1,0 +1,340 @@
+"""Hostile and careless clients against the gRPC (aio and sync) and WebSocket servers: garbage
+bytes, half-open connections, clients that connect and never send, 1,000 concurrent idle
+connections (twice, to catch per-connection leaks), and resets in the middle of a message.
+
+After each, the server must still be up, answer a fresh client promptly, keep its memory in
+bounds and print no traceback. The 1,000-connection test prints what it measured (run with
+``-s`` to see it): connections held, server RSS before/during/after, probe round-trip times.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import selectors
+import socket
+import statistics
+import struct
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import cast
+
+import grpc
+import psutil
+import pytest
+import websocket
+
+from echoswarm.wire import pattern
+from protos import echo_pb2, echo_pb2_grpc
+from tests import procs
+
+pytestmark = pytest.mark.timeout(90)
+TARGETS = ["grpc-aio", "grpc-sync", "ws"]
+IDLE = 1000
+# HTTP/2 client preface followed by an empty SETTINGS frame: an idle, valid HTTP/2 connection.
+H2_HELLO = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+GARBAGE = [
+    os.urandom(4096),
+    b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(64),  # a TLS ClientHello start
+    b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + os.urandom(512),  # valid preface, then nonsense
+    b"\x00" * 70_000,
+    b"A" * 20_000 + b"\r\n",  # one endless request line
+]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def enough_file_descriptors() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 3 * IDLE
+    if hard != resource.RLIM_INFINITY and hard < want:
+        pytest.skip(f"RLIMIT_NOFILE hard limit {hard} < {want}")
+    if soft != resource.RLIM_INFINITY and soft < want:
+        resource.setrlimit(
+            resource.RLIMIT_NOFILE, (want if hard == resource.RLIM_INFINITY else hard, hard)
+        )
+
+
+@dataclass
+class Target:
+    """A running server plus how to greet it and how to check it still serves."""
+
+    kind: str
+    proc: procs.Proc
+    hello: bytes  # what an idle-but-valid client sends first
+    hello_reply: bytes  # a prefix of what the server answers to it
+    probe: Callable[[int], list[float]]  # n round trips on a fresh client -> times in ms
+
+    def rss(self) -> int:
+        return int(psutil.Process(self.proc.pid).memory_info().rss)
+
+    def assert_healthy(self) -> list[float]:
+        assert self.proc.popen.poll() is None, f"server died:\n{self.proc.stderr_text()}"
+        times = self.probe(5)
+        assert max(times) < 2000, times
+        assert "Traceback" not in self.proc.stderr_text()
+        return times
+
+
+def grpc_probe(target: str) -> Callable[[int], list[float]]:
+    def probe(n: int) -> list[float]:
+        with grpc.insecure_channel(target) as ch:
+            stub = echo_pb2_grpc.EchoStub(ch)
+            times = []
+            for seq in range(n):
+                frame = echo_pb2.Frame(seq=seq, payload=pattern(3200))
+                t0 = time.perf_counter_ns()
+                assert stub.Unary(frame, timeout=10) == frame
+                times.append((time.perf_counter_ns() - t0) / 1e6)
+            return times
+
+    return probe
+
+
+def ws_probe(url: str) -> Callable[[int], list[float]]:
+    def probe(n: int) -> list[float]:
+        ws = websocket.create_connection(url, timeout=10)
+        try:
+            times = []
+            for seq in range(n):
+                body = pattern(3200 + seq)
+                t0 = time.perf_counter_ns()
+                ws.send_binary(body)
+                assert ws.recv() == body
+                times.append((time.perf_counter_ns() - t0) / 1e6)
+            return times
+        finally:
+            ws.close()
+
+    return probe
+
+
+@pytest.fixture(params=TARGETS)
+def target(request: pytest.FixtureRequest, start_server) -> Target:
+    if request.param == "ws":
+        p = start_server("ws", "--open-timeout-s", "1")
+        hello = procs.ws_upgrade_request(p.host, p.port)
+        return Target("ws", p, hello, b"HTTP/1.1 101", ws_probe(f"ws://{p.target}/echo"))
+    impl = request.param.split("-")[1]
+    p = start_server("grpc", "--impl", impl)
+    return Target(request.param, p, H2_HELLO, b"\x00\x00", grpc_probe(p.target))
+
+
+def connect_many(t: Target, n: int) -> list[socket.socket]:
+    socks = []
+    for _ in range(n):
+        s = socket.create_connection((t.proc.host, t.proc.port), timeout=10)
+        s.setblocking(False)
+        socks.append(s)
+    return socks
+
+
+def greet_all(t: Target, socks: list[socket.socket], deadline_s: float = 30) -> None:
+    """Send the hello on every socket, then wait until each has the server's answer."""
+    for s in socks:
+        s.sendall(t.hello)
+    pending = {s: b"" for s in socks}
+    sel = selectors.DefaultSelector()
+    for s in socks:
+        sel.register(s, selectors.EVENT_READ)
+    end = time.monotonic() + deadline_s
+    try:
+        while pending and time.monotonic() < end:
+            for key, _ in sel.select(timeout=max(0.0, end - time.monotonic())):
+                s = cast(socket.socket, key.fileobj)
+                data = s.recv(65536)
+                assert data, "server closed an idle connection during its handshake"
+                if s in pending:
+                    pending[s] += data
+                    if len(pending[s]) >= len(t.hello_reply):
+                        assert pending[s].startswith(t.hello_reply), pending[s][:40]
+                        del pending[s]
+                        sel.unregister(s)
+    finally:
+        sel.close()
+    assert not pending, f"{len(pending)} of {len(socks)} connections got no handshake answer"
+
+
+def closed_by_server(s: socket.socket, deadline_s: float) -> bool:
+    """Read (and drop) until EOF or reset; False if the connection is still open at the deadline."""
+    s.setblocking(True)
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        s.settimeout(max(0.01, end - time.monotonic()))
+        try:
+            if not s.recv(65536):
+                return True
+        except (ConnectionResetError, BrokenPipeError):
+            return True
+        except TimeoutError:
+            return False
+    return False
+
+
+def reset(s: socket.socket) -> None:
+    """Close with SO_LINGER 0: the peer gets an RST instead of a FIN."""
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.close()
+
+
+@pytest.fixture
+def closing() -> Iterator[list[socket.socket]]:
+    socks: list[socket.socket] = []
+    yield socks
+    for s in socks:
+        s.close()
+
+
+def test_garbage_is_dropped_and_server_keeps_serving(target: Target, closing) -> None:
+    for junk in GARBAGE:
+        s = socket.create_connection((target.proc.host, target.proc.port), timeout=10)
+        closing.append(s)
+        try:
+            s.sendall(junk)
+        except (ConnectionResetError, BrokenPipeError):
+            continue  # refused mid-send: also fine
+        assert closed_by_server(s, 15), f"{target.kind} kept a connection that sent {junk[:20]!r}"
+    target.assert_healthy()
+
+
+def test_garbage_and_resets_log_no_traceback_even_at_debug(start_server, closing) -> None:
+    p = start_server("ws", "--log-level", "debug", "--open-timeout-s", "1")
+    for junk in GARBAGE:
+        s = socket.create_connection((p.host, p.port), timeout=10)
+        closing.append(s)
+        s.sendall(junk)
+        closed_by_server(s, 15)
+    s = socket.create_connection((p.host, p.port), timeout=10)
+    s.sendall(procs.ws_upgrade_request(p.host, p.port))
+    assert procs.read_http_head(s).startswith(b"HTTP/1.1 101")
+    s.sendall(ws_frame_head(100_000) + b"x" * 1000)
+    reset(s)
+    ws_probe(f"ws://{p.target}/echo")(3)
+    text = p.stderr_text()
+    assert "Traceback" not in text
+    assert "DEBUG" in text  # the notes are there, one line each
+
+
+def test_half_open_connections_are_closed_and_do_not_block_others(target: Target, closing) -> None:
+    """The client sends part of its handshake (or all of it), then shuts down its sending side."""
+    for cut in (len(target.hello) // 2, len(target.hello)):
+        s = socket.create_connection((target.proc.host, target.proc.port), timeout=10)
+        closing.append(s)
+        s.sendall(target.hello[:cut])
+        s.shutdown(socket.SHUT_WR)
+        target.assert_healthy()
+        assert closed_by_server(s, 15), f"{target.kind} kept a half-closed connection (cut {cut})"
+
+
+def test_clients_that_never_send_do_not_block_others(target: Target, closing) -> None:
+    closing.extend(connect_many(target, 200))
+    times = target.assert_healthy()
+    assert statistics.median(times) < 200
+
+
+def test_thousand_idle_connections_twice(target: Target, closing) -> None:
+    """1,000 handshaken idle connections plus 100 silent ones, opened, probed, closed — twice.
+
+    The second round shows whether memory grows per connection served (a leak) rather than
+    with connections open.
+    """
+    target.assert_healthy()
+    rss_before = target.rss()
+    rounds = []
+    for _ in range(2):
+        socks = connect_many(target, IDLE)
+        silent = connect_many(target, 100)
+        greet_all(target, socks)
+        held = sum(
+            1
+            for c in psutil.Process(target.proc.pid).net_connections("tcp")
+            if c.status == psutil.CONN_ESTABLISHED
+        )
+        rss_during = target.rss()
+        t0 = time.perf_counter_ns()
+        times = target.probe(20)
+        probe_ms = (time.perf_counter_ns() - t0) / 1e6
+        for s in socks + silent:
+            s.close()
+        rounds.append((held, rss_during, statistics.median(times), max(times), probe_ms))
+        target.assert_healthy()
+    rss_after = target.rss()
+    mib = 1024 * 1024
+    print(
+        f"\n[{target.kind}] held {rounds[0][0]}/{rounds[1][0]} connections; RSS before "
+        f"{rss_before / mib:.1f} MiB, during {rounds[0][1] / mib:.1f}/{rounds[1][1] / mib:.1f} "
+        f"MiB, after {rss_after / mib:.1f} MiB; probe (20 echoes of 3200 B on a new client "
+        f"while held) median {rounds[0][2]:.2f}/{rounds[1][2]:.2f} ms, max "
+        f"{rounds[0][3]:.2f}/{rounds[1][3]:.2f} ms, total incl. connect "
+        f"{rounds[0][4]:.0f}/{rounds[1][4]:.0f} ms"
+    )
+    for held, rss_during, median_ms, max_ms, _ in rounds:
+        assert held >= IDLE  # the server really held them all at once
+        assert rss_during - rss_before < 200 * mib
+        assert median_ms < 50 and max_ms < 1000
+    # No per-connection leak: the second thousand costs (almost) nothing more than the first.
+    assert rounds[1][1] - rounds[0][1] < 40 * mib
+    assert rss_after - rss_before < 200 * mib
+
+
+def ws_frame_head(length: int, opcode: int = 0x2) -> bytes:
+    """A masked client frame header declaring ``length`` payload bytes (mask key zero)."""
+    if length < 126:
+        head = struct.pack("!BB", 0x80 | opcode, 0x80 | length)
+    elif length < 65536:
+        head = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, length)
+    else:
+        head = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, length)
+    return head + b"\0\0\0\0"
+
+
+def grpc_call_head(path: str, message_len: int) -> bytes:
+    """HTTP/2 HEADERS for a gRPC call on stream 1 (HPACK literals, no Huffman) and the start of
+    a DATA frame whose 5-byte gRPC prefix announces ``message_len`` bytes."""
+
+    def literal(name: bytes, value: bytes) -> bytes:
+        return b"\x00" + bytes([len(name)]) + name + bytes([len(value)]) + value
+
+    block = (
+        b"\x83\x86"  # :method POST, :scheme http (static table)
+        + b"\x04"
+        + bytes([len(path)])
+        + path.encode()  # :path, indexed name
+        + b"\x01\x09localhost"  # :authority
+        + literal(b"content-type", b"application/grpc")
+        + literal(b"te", b"trailers")
+    )
+    headers = struct.pack("!I", len(block))[1:] + b"\x01\x04" + struct.pack("!I", 1) + block
+    chunk = 60_000  # within the initial 65,535-byte flow-control window
+    data = struct.pack("!I", chunk)[1:] + b"\x00\x00" + struct.pack("!I", 1)
+    return headers + data + b"\x00" + struct.pack("!I", message_len) + b"z" * (chunk - 5)
+
+
+def test_resets_in_the_middle_of_a_message(target: Target, closing) -> None:
+    for i in range(20):
+        s = socket.create_connection((target.proc.host, target.proc.port), timeout=10)
+        if target.kind == "ws":
+            s.sendall(target.hello)
+            assert procs.read_http_head(s).startswith(b"HTTP/1.1 101")
+            s.sendall(ws_frame_head(1_000_000) + b"y" * (1000 * (i + 1)))
+        else:
+            s.sendall(H2_HELLO + grpc_call_head("/echoswarm.v1.Echo/Bidi", 1_000_000))
+        reset(s)
+    target.assert_healthy()
+
+
+def test_ws_frame_claiming_a_huge_length_gets_1009(start_server) -> None:
+    """The declared length alone is enough to refuse: nothing is allocated for it."""
+    p = start_server("ws", "--max-size", "1000000")
+    with socket.create_connection((p.host, p.port), timeout=10) as s:
+        s.sendall(procs.ws_upgrade_request(p.host, p.port))
+        assert procs.read_http_head(s).startswith(b"HTTP/1.1 101")
+        s.sendall(ws_frame_head(2**62))
+        s.settimeout(10)
+        reply = s.recv(2)
+        reply += s.recv(int(reply[1]) & 0x7F)
+    assert reply[0] == 0x88  # a close frame
+    assert struct.unpack("!H", reply[2:4])[0] == 1009
+    ws_probe(f"ws://{p.target}/echo")(3)
+    assert psutil.Process(p.pid).memory_info().rss < 500 * 1024 * 1024
