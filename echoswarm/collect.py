@@ -159,6 +159,7 @@ class Collector:
         self._recent: dict[hdr.Row, float] = {}
         self._prev: tuple[float, dict[hdr.Row, int]] | None = None
         ev = environment.events
+        hdr.percentiles_ms(hdr.new_histogram())  # builds the cached bucket tables now
         if self.role in ("worker", "local"):
             self.recorder = self._new_recorder()
             warm_up()

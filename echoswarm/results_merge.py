@@ -215,7 +215,7 @@ class Aggregate:
                     "p75_ms": p[75.0],
                     "p95_ms": p[95.0],
                     "p9999_ms": p[99.99],
-                    "stdev_ms": math.nan if empty else lat.get_stddev() / 1000.0,
+                    "stdev_ms": hdr.mean_stdev_ms(lat)[1],
                     "bytes": row.nbytes,
                     "lag_count": lag.get_total_count(),
                     "lag_p50_ms": lp[50.0],

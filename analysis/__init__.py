@@ -1,0 +1,34 @@
+"""pandas analysis of echoswarm results directories.
+
+Notebook use::
+
+    import analysis
+    run = analysis.load("results/20260101T000000Z-audio_stream")
+    run.summary, run.timeline, run.histograms, run.events, run.run
+    analysis.summary_table(run); analysis.jitter_table(run); analysis.connect_table(run)
+    analysis.plots.spectrum(run)            # a matplotlib Figure
+    analysis.compare(run_a, run_b)          # side-by-side DataFrame
+
+Nothing here prints; the CLI (``python -m analysis``) does.
+"""
+
+from __future__ import annotations
+
+from analysis import plots
+from analysis.compare import compare
+from analysis.load import Run, load
+from analysis.report import write_report
+from analysis.summaries import connect_table, jitter_table, summary_table
+from echoswarm.results import ResultsError
+
+__all__ = [
+    "ResultsError",
+    "Run",
+    "compare",
+    "connect_table",
+    "jitter_table",
+    "load",
+    "plots",
+    "summary_table",
+    "write_report",
+]

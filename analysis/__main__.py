@@ -1,0 +1,122 @@
+"""``python -m analysis report <results-dir>`` · ``python -m analysis compare <dir-a> <dir-b>``
+
+report  — writes report.md, report.html (self-contained) and the PNG plots into the results
+          directory and prints the summary table.
+compare — prints both runs side by side with ratios and regression flags (beyond --threshold,
+          a percentage) and writes the combined percentile plot (--plot, default
+          <dir-b>/compare.png). --fail-on-regression makes a regression exit 1.
+
+Exit codes: 0 ok, 1 a regression with --fail-on-regression, 2 usage error or unreadable results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one line, exit 2 (argparse prints usage too)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _threshold(text: str) -> float:
+    try:
+        value = float(text.rstrip("%"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a percentage") from None
+    if not 0 <= value < 1000:
+        raise argparse.ArgumentTypeError(f"{text} is outside 0..1000 %")
+    return value / 100.0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="python -m analysis",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    rep = sub.add_parser("report", help="write report.md/report.html, print the summary")
+    rep.add_argument("results_dir", type=Path)
+    cmp_ = sub.add_parser("compare", help="compare two runs side by side")
+    cmp_.add_argument("dir_a", type=Path)
+    cmp_.add_argument("dir_b", type=Path)
+    cmp_.add_argument(
+        "--threshold",
+        type=_threshold,
+        default=0.10,
+        help="flag changes beyond this many percent (default 10)",
+    )
+    cmp_.add_argument(
+        "--plot",
+        type=Path,
+        default=None,
+        help="where to write the combined plot (default <dir-b>/compare.png)",
+    )
+    cmp_.add_argument(
+        "--fail-on-regression", action="store_true", help="exit 1 when a regression is flagged"
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from analysis import ResultsError
+
+    try:
+        if args.command == "report":
+            return _report(args)
+        return _compare(args)
+    except ResultsError as exc:
+        print(f"python -m analysis {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:
+        print(f"python -m analysis {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def _report(args: argparse.Namespace) -> int:
+    from analysis import load
+    from analysis.report import write_report
+    from analysis.summaries import format_table
+
+    run = load(args.results_dir)
+    rep = write_report(run)
+    status = "" if run.complete else f"  [status: {run.status}]"
+    print(f"{run.name}{status}")
+    print(format_table(rep.summary))
+    print(f"\nreport: {rep.html}  ({rep.markdown.name}, {len(rep.pngs)} plots)")
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from analysis import load
+    from analysis.compare import compare, figure, regressions
+    from analysis.plots import png_bytes
+    from analysis.summaries import format_table
+
+    a, b = load(args.dir_a), load(args.dir_b)
+    table = compare(a, b, args.threshold)
+    print(f"A = {a.path}\nB = {b.path}   (ratio = B / A; threshold {args.threshold:.0%})")
+    print(format_table(table))
+    bad = regressions(table)
+    if not bad.empty:
+        print(
+            f"\n{len(bad)} regression(s): "
+            + "; ".join(
+                f"{r.request_type} {r.name} {r.metric} x{r.ratio:.2f}" for r in bad.itertuples()
+            )
+        )
+    plot = args.plot or (b.path / "compare.png")
+    plot.write_bytes(png_bytes(figure(a, b, f"A {a.name}", f"B {b.name}")))
+    print(f"plot: {plot}")
+    return 1 if args.fail_on_regression and not bad.empty else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
