@@ -28,9 +28,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
+import shutil
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import gevent
@@ -53,10 +56,10 @@ def ours_user(transport: str) -> type[locust.User]:
     if transport == "ws":
         from echoswarm.users.websocket import WebSocketUser
 
-        return type("BenchWsUser", (WebSocketUser,), {"pattern": "stream"})
+        return type("BenchWsUser", (WebSocketUser,), {"pattern": "session"})
     from echoswarm.users.grpc import GrpcUser
 
-    return type("BenchGrpcUser", (GrpcUser,), {"kind": "bidi"})
+    return type("BenchGrpcUser", (GrpcUser,), {"pattern": "bidi"})
 
 
 def naive_user(transport: str) -> type[locust.User]:
@@ -66,10 +69,30 @@ def naive_user(transport: str) -> type[locust.User]:
     return type(f"Bench{base.__name__}", (base,), {})
 
 
+RESULTS = Path(__file__).resolve().parent.parent / "build" / "bench-results"
+
+
 def locust_options(transport: str, target: str, extra: list[str]) -> Any:
-    """Locust's full option namespace (ours included), as ``locust --headless ...`` parses it."""
+    """Locust's full option namespace (ours included), as ``locust --headless ...`` parses it.
+
+    Our results plugin (``echoswarm.collect``, registered when our users are imported) writes
+    under ``build/bench-results/`` so benchmark runs do not litter ``results/``.
+    """
     parser = get_parser(default_config_files=[])
-    return parser.parse_args(["--headless", TARGET_OPTION[transport], target, *extra])
+    argv = ["--headless", TARGET_OPTION[transport], target, *extra]
+    if any(a.dest == "results_dir" for a in parser._actions):
+        argv += ["--results-dir", str(RESULTS / f"{transport}-{os.getpid()}")]
+    return parser.parse_args(argv)
+
+
+def make_runner(env: Environment, plugins: bool = True) -> Any:
+    """A LocalRunner, with Locust's ``init`` event fired as ``locust`` itself does, so plugins
+    (our results collector) attach exactly as in a command-line run (``plugins=False``: bare
+    Locust, to see what the plugins cost)."""
+    runner = env.create_local_runner()
+    if plugins:
+        env.events.init.fire(environment=env, runner=runner, web_ui=None)
+    return runner
 
 
 def cpu_s() -> tuple[float, float]:
@@ -92,6 +115,7 @@ class PingPongMeter:
         self.spawned = False
         self.count = 0  # rows after spawning completed
         self.failures = 0
+        self.latencies_ms: list[float] = []  # of the window: the fidelity check compares them
         self.start: tuple[int, float, tuple[float, float]] | None = None
         self.end: tuple[int, float, tuple[float, float]] | None = None
         self.done = Event()
@@ -101,12 +125,16 @@ class PingPongMeter:
     def on_spawned(self, **_kw: Any) -> None:
         self.spawned = True
 
-    def on_request(self, name: str, exception: Any = None, **_kw: Any) -> None:
+    def on_request(
+        self, name: str, response_time: float = 0.0, exception: Any = None, **_kw: Any
+    ) -> None:
         if not self.spawned or not name.endswith("msg") or self.end is not None:
             return
         self.count += 1
-        if exception is not None and self.start is not None:
-            self.failures += 1
+        if self.start is not None:
+            self.latencies_ms.append(response_time)
+            if exception is not None:
+                self.failures += 1
         if self.start is None and self.count >= self.warmup:
             self.start = (self.count, time.perf_counter(), cpu_s())
         elif self.start is not None and self.count - self.start[0] >= self.messages:
@@ -117,7 +145,10 @@ class PingPongMeter:
         if self.start is None or self.end is None:
             return {"error": f"only {self.count} messages arrived before the deadline"}
         (n0, w0, (u0, s0)), (n1, w1, (u1, s1)) = self.start, self.end
+        lat = sorted(self.latencies_ms)
         return {
+            "p50_us": percentile(lat, 0.50) * 1e3,
+            "p99_us": percentile(lat, 0.99) * 1e3,
             "messages": n1 - n0,
             "cpu_s": (u1 - u0) + (s1 - s0),
             "user_s": u1 - u0,
@@ -129,18 +160,20 @@ class PingPongMeter:
 
 def run_pingpong(args: argparse.Namespace) -> dict[str, Any]:
     extra = ["--mode", "pingpong", "--frame-bytes", str(args.frame_bytes)]
-    opts = locust_options(args.transport, args.target, extra)
+    # The user's modules first: importing them registers their options with Locust's parser.
     cls = ours_user(args.transport) if args.client == "ours" else naive_user(args.transport)
+    opts = locust_options(args.transport, args.target, extra)
     env = Environment(user_classes=[cls], events=locust.events, parsed_options=opts)
     meter = PingPongMeter(env, args.warmup, args.messages)
-    runner = env.create_local_runner()
+    runner = make_runner(env, not args.no_plugins)
     profiler = _start_profile(args.profile)
     runner.start(args.conns, spawn_rate=max(args.conns * 100, 1000))
     meter.done.wait(args.timeout_s)
     if profiler is not None:
         profiler.disable()
         profiler.dump_stats(args.profile)
-    runner.quit()
+    # No runner.quit(): the window is over and a graceful stop (drains, final results) only
+    # costs wall time; main() exits the process right after printing.
     return meter.result()
 
 
@@ -154,7 +187,7 @@ def _start_profile(path: str | None) -> Any:
     return profiler
 
 
-def percentile(sorted_values: list[int], q: float) -> int:
+def percentile(sorted_values: list[Any], q: float) -> Any:
     if not sorted_values:
         return 0
     return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
@@ -163,10 +196,9 @@ def percentile(sorted_values: list[int], q: float) -> int:
 def run_paced(args: argparse.Namespace) -> list[dict[str, Any]]:
     extra = ["--mode", "paced", "--frame-bytes", str(args.frame_bytes)]
     extra += ["--interval-ms", str(args.interval_ms)]
+    cls = ours_user(args.transport)
     opts = locust_options(args.transport, args.target, extra)
-    env = Environment(
-        user_classes=[ours_user(args.transport)], events=locust.events, parsed_options=opts
-    )
+    env = Environment(user_classes=[cls], events=locust.events, parsed_options=opts)
     lags: list[int] = []
     latencies: list[int] = []
     errors = [0]
@@ -184,7 +216,7 @@ def run_paced(args: argparse.Namespace) -> list[dict[str, Any]]:
     spawned = Event()
     env.events.request.add_listener(on_request)
     env.events.spawning_complete.add_listener(lambda **_kw: spawned.set())
-    runner = env.create_local_runner()
+    runner = make_runner(env, not args.no_plugins)
     out = []
     for streams in args.steps:
         spawned.clear()
@@ -216,7 +248,6 @@ def run_paced(args: argparse.Namespace) -> list[dict[str, Any]]:
             }
         )
         print(json.dumps(out[-1]), flush=True)
-    runner.quit()
     return out
 
 
@@ -247,6 +278,9 @@ def build_parser() -> argparse.ArgumentParser:
     pa.add_argument("--spawn-rate", type=float, default=500.0)
     pa.add_argument("--interval-ms", type=float, default=100.0)
     for p in (pp, pa):
+        p.add_argument(
+            "--no-plugins", action="store_true", help="skip Locust's init event (no results plugin)"
+        )
         p.add_argument("--transport", choices=list(TARGET_OPTION), required=True)
         p.add_argument("--target", required=True)
         p.add_argument("--frame-bytes", type=int, default=3200)
@@ -257,11 +291,17 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     raise_nofile()
     options.defaults()  # our options module is imported, so Locust's parser carries them
-    if args.what == "pingpong":
-        print(json.dumps(run_pingpong(args)), flush=True)
-    else:
-        run_paced(args)
-    return 0
+    try:
+        if args.what == "pingpong":
+            print(json.dumps(run_pingpong(args)), flush=True)
+        else:
+            run_paced(args)
+    finally:
+        shutil.rmtree(RESULTS / f"{args.transport}-{os.getpid()}", ignore_errors=True)
+    sys.stdout.flush()
+    # Exit without stopping the users: every figure is printed, and stopping hundreds of
+    # streams gracefully would only lengthen the benchmark. The servers see connection resets.
+    os._exit(0)
 
 
 if __name__ == "__main__":

@@ -111,7 +111,7 @@ class NaiveWsUser(NaiveUser):
 
         self.ws = websocket.create_connection(self.opts.ws_url)
 
-    def roundtrip(self, frame: bytes) -> bytes:
+    def roundtrip(self, frame: bytes) -> Any:
         self.ws.send_binary(frame)
         return self.ws.recv()
 
