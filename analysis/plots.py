@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
 
 from analysis.load import Run
 
@@ -25,6 +27,13 @@ def _figure() -> tuple[Figure, Axes]:
     fig = Figure(figsize=SIZE, dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
     return fig, fig.add_subplot()
+
+
+def _plain_log(axis: Any) -> None:
+    # "3" and "200" instead of matplotlib's default "3×10⁰" on log axes
+    plain = FuncFormatter(lambda v, _pos: f"{v:g}")
+    axis.set_major_formatter(plain)
+    axis.set_minor_formatter(FuncFormatter(lambda v, _pos: f"{v:g}" if str(v)[0] in "25" else ""))
 
 
 def _no_data(ax: Axes, what: str) -> None:
@@ -67,6 +76,7 @@ def spectrum(runs: Run | Sequence[tuple[str, Run]]) -> Figure:
         return fig
     ax.set_xscale("log")
     ax.set_yscale("log")
+    _plain_log(ax.yaxis)
     ticks = [1.0 / (1.0 - p / 100.0) for p in NINES]
     ax.set_xticks(ticks, [f"{p:g}%" for p in NINES])
     ax.set_xlabel("percentile")
@@ -91,6 +101,7 @@ def cdf(run: Run) -> Figure:
             label=_label(str(rt), str(name)),
         )
     ax.set_xscale("log")
+    _plain_log(ax.xaxis)
     ax.set_xlabel("latency (ms)")
     ax.set_ylabel("fraction of samples ≤ latency")
     ax.set_ylim(0, 1.01)
@@ -114,6 +125,7 @@ def latency_over_time(run: Run) -> Figure:
         ax.plot(g["t_s"], g["p99_ms"], "-", marker=".", color=color, label=f"{label} p99")
         ax.plot(g["t_s"], g["p50_ms"], "--", marker=".", color=color, label=f"{label} p50")
     ax.set_yscale("log")
+    _plain_log(ax.yaxis)
     ax.set_xlabel("seconds since start")
     ax.set_ylabel("latency (ms)")
     ax.set_title("Latency over time (per second)")
@@ -172,6 +184,7 @@ def comparison_bars(run: Run) -> Figure:
         fontsize=8,
     )
     ax.set_yscale("log")
+    _plain_log(ax.yaxis)
     ax.set_ylabel("latency (ms)")
     ax.set_title("Per-transport comparison")
     ax.grid(True, axis="y", which="both", alpha=0.3)

@@ -128,7 +128,8 @@ _CSS = """
 body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
 table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:.9em}
 th,td{border:1px solid #ccc;padding:.25em .6em}td.n{text-align:right}th{background:#f3f3f3}
-img{max-width:100%;border:1px solid #eee;margin-bottom:1.5em}dt{font-weight:bold}
+div.wide{overflow-x:auto}dt{font-weight:bold}
+img{max-width:100%;border:1px solid #eee;margin-bottom:1.5em}
 """
 
 
@@ -150,7 +151,10 @@ def _html_table(df: pd.DataFrame) -> str:
         + "</tr>"
         for row in df.itertuples(index=False)
     )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return (
+        f'<div class="wide"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+        "</div>"
+    )
 
 
 def _html(

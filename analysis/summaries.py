@@ -65,9 +65,10 @@ def jitter_table(run: Run) -> pd.DataFrame:
     for (rt, name), g in paced.groupby(["request_type", "name"], sort=True):
         g = g.sort_values(["worker", "conn_id", "seq"])
         same = (g["worker"].diff() == 0) & (g["conn_id"].diff() == 0) & (g["seq"].diff() == 1)
-        recv = g["received_ns"].astype("float64").diff()
-        sched = g["intended_ns"].astype("float64").diff()
-        dev = ((recv - sched)[same.fillna(False).astype(bool)].to_numpy(dtype=float)) / 1e6
+        # differences in integers first: epoch ns do not fit a float64 exactly
+        recv = g["received_ns"].diff()
+        sched = g["intended_ns"].diff()
+        dev = (recv - sched)[same.fillna(False).astype(bool)].to_numpy(dtype=float) / 1e6
         if dev.size == 0:
             continue
         absdev = np.abs(dev)
