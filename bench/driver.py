@@ -72,17 +72,24 @@ def naive_user(transport: str) -> type[locust.User]:
 RESULTS = Path(__file__).resolve().parent.parent / "build" / "bench-results"
 
 
-def locust_options(transport: str, target: str, extra: list[str]) -> Any:
+def locust_options(targets: dict[str, str], extra: list[str]) -> Any:
     """Locust's full option namespace (ours included), as ``locust --headless ...`` parses it.
 
-    Our results plugin (``echoswarm.collect``, registered when our users are imported) writes
-    under ``build/bench-results/`` so benchmark runs do not litter ``results/``.
+    ``targets`` maps transports to their server. Our results plugin (``echoswarm.collect``,
+    registered when our users are imported) writes under ``build/bench-results/`` so benchmark
+    runs do not litter ``results/``.
     """
     parser = get_parser(default_config_files=[])
-    argv = ["--headless", TARGET_OPTION[transport], target, *extra]
+    argv = ["--headless", *extra]
+    for transport, target in targets.items():
+        argv += [TARGET_OPTION[transport], target]
     if any(a.dest == "results_dir" for a in parser._actions):
-        argv += ["--results-dir", str(RESULTS / f"{transport}-{os.getpid()}")]
+        argv += ["--results-dir", str(results_dir())]
     return parser.parse_args(argv)
+
+
+def results_dir() -> Path:
+    return RESULTS / f"run-{os.getpid()}"
 
 
 def make_runner(env: Environment, plugins: bool = True) -> Any:
@@ -162,7 +169,7 @@ def run_pingpong(args: argparse.Namespace) -> dict[str, Any]:
     extra = ["--mode", "pingpong", "--frame-bytes", str(args.frame_bytes)]
     # The user's modules first: importing them registers their options with Locust's parser.
     cls = ours_user(args.transport) if args.client == "ours" else naive_user(args.transport)
-    opts = locust_options(args.transport, args.target, extra)
+    opts = locust_options({args.transport: args.target}, extra)
     env = Environment(user_classes=[cls], events=locust.events, parsed_options=opts)
     meter = PingPongMeter(env, args.warmup, args.messages)
     runner = make_runner(env, not args.no_plugins)
@@ -193,25 +200,43 @@ def percentile(sorted_values: list[Any], q: float) -> Any:
     return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
 
 
+def lag_stats(lags: list[int], latencies: list[int]) -> dict[str, float]:
+    lag_sorted, lat_sorted = sorted(lags), sorted(latencies)
+    return {
+        "messages": len(lags),
+        "lag_p50_ms": percentile(lag_sorted, 0.50) / 1e6,
+        "lag_p99_ms": percentile(lag_sorted, 0.99) / 1e6,
+        "lag_max_ms": (lag_sorted[-1] if lag_sorted else 0) / 1e6,
+        "latency_p50_ms": percentile(lat_sorted, 0.50) / 1e6,
+        "latency_p99_ms": percentile(lat_sorted, 0.99) / 1e6,
+    }
+
+
 def run_paced(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Ramp paced streams through ``args.steps``; with several transports, the streams are
+    shared among their users (Locust's equal weights) and each gets its own figures too."""
+    if len(args.target) != len(args.transport):
+        raise SystemExit("bench.driver: give one --target per transport")
     extra = ["--mode", "paced", "--frame-bytes", str(args.frame_bytes)]
     extra += ["--interval-ms", str(args.interval_ms)]
-    cls = ours_user(args.transport)
-    opts = locust_options(args.transport, args.target, extra)
-    env = Environment(user_classes=[cls], events=locust.events, parsed_options=opts)
-    lags: list[int] = []
-    latencies: list[int] = []
+    classes = [ours_user(t) for t in args.transport]
+    opts = locust_options(dict(zip(args.transport, args.target, strict=True)), extra)
+    env = Environment(user_classes=classes, events=locust.events, parsed_options=opts)
+    lags: dict[str, list[int]] = {t: [] for t in args.transport}
+    latencies: dict[str, list[int]] = {t: [] for t in args.transport}
     errors = [0]
     window = [False]
 
-    def on_request(name: str, exception: Any = None, sample: Any = None, **_kw: Any) -> None:
+    def on_request(
+        request_type: str, name: str, exception: Any = None, sample: Any = None, **_kw: Any
+    ) -> None:
         if not window[0] or not name.endswith("msg"):
             return
-        if exception is not None or sample is None:
+        if exception is not None or sample is None or request_type not in lags:
             errors[0] += 1
             return
-        lags.append(sample.lag_ns)
-        latencies.append(sample.latency_ns)
+        lags[request_type].append(sample.lag_ns)
+        latencies[request_type].append(sample.latency_ns)
 
     spawned = Event()
     env.events.request.add_listener(on_request)
@@ -225,29 +250,24 @@ def run_paced(args: argparse.Namespace) -> list[dict[str, Any]]:
             out.append({"streams": streams, "error": "spawning did not complete"})
             break
         gevent.sleep(args.settle_s)  # let the new streams' schedules interleave
-        lags.clear()
-        latencies.clear()
+        for t in args.transport:
+            lags[t].clear()
+            latencies[t].clear()
         errors[0] = 0
         window[0] = True
         w0, (u0, s0) = time.perf_counter(), cpu_s()
         gevent.sleep(args.seconds)
         window[0] = False
         w1, (u1, s1) = time.perf_counter(), cpu_s()
-        lag_sorted, lat_sorted = sorted(lags), sorted(latencies)
-        out.append(
-            {
-                "streams": streams,
-                "messages": len(lags),
-                "failures": errors[0],
-                "lag_p50_ms": percentile(lag_sorted, 0.50) / 1e6,
-                "lag_p99_ms": percentile(lag_sorted, 0.99) / 1e6,
-                "lag_max_ms": (lag_sorted[-1] if lag_sorted else 0) / 1e6,
-                "latency_p50_ms": percentile(lat_sorted, 0.50) / 1e6,
-                "latency_p99_ms": percentile(lat_sorted, 0.99) / 1e6,
-                "cpu_util": ((u1 - u0) + (s1 - s0)) / (w1 - w0),
-            }
-        )
-        print(json.dumps(out[-1]), flush=True)
+        every = [x for t in args.transport for x in lags[t]]
+        every_lat = [x for t in args.transport for x in latencies[t]]
+        step: dict[str, Any] = {"streams": streams, "failures": errors[0]}
+        step.update(lag_stats(every, every_lat))
+        step["cpu_util"] = ((u1 - u0) + (s1 - s0)) / (w1 - w0)
+        if len(args.transport) > 1:
+            step["by_transport"] = {t: lag_stats(lags[t], latencies[t]) for t in args.transport}
+        out.append(step)
+        print(json.dumps(step), flush=True)
     return out
 
 
@@ -259,6 +279,13 @@ def steps_arg(text: str) -> list[int]:
     if not steps or min(steps) < 1:
         raise argparse.ArgumentTypeError("steps must be positive integers")
     return steps
+
+
+def transports_arg(text: str) -> list[str]:
+    values = text.split(",")
+    if not values or any(v not in TARGET_OPTION for v in values):
+        raise argparse.ArgumentTypeError(f"{text!r}: choose from {', '.join(TARGET_OPTION)}")
+    return values
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -277,12 +304,14 @@ def build_parser() -> argparse.ArgumentParser:
     pa.add_argument("--settle-s", type=float, default=1.0)
     pa.add_argument("--spawn-rate", type=float, default=500.0)
     pa.add_argument("--interval-ms", type=float, default=100.0)
+    pp.add_argument("--transport", choices=list(TARGET_OPTION), required=True)
+    pp.add_argument("--target", required=True)
+    pa.add_argument("--transport", type=transports_arg, required=True, help="e.g. tcp,ws,grpc")
+    pa.add_argument("--target", action="append", required=True, help="one per transport")
     for p in (pp, pa):
         p.add_argument(
             "--no-plugins", action="store_true", help="skip Locust's init event (no results plugin)"
         )
-        p.add_argument("--transport", choices=list(TARGET_OPTION), required=True)
-        p.add_argument("--target", required=True)
         p.add_argument("--frame-bytes", type=int, default=3200)
     return parser
 
@@ -297,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             run_paced(args)
     finally:
-        shutil.rmtree(RESULTS / f"{args.transport}-{os.getpid()}", ignore_errors=True)
+        shutil.rmtree(results_dir(), ignore_errors=True)
     sys.stdout.flush()
     # Exit without stopping the users: every figure is printed, and stopping hundreds of
     # streams gracefully would only lengthen the benchmark. The servers see connection resets.
