@@ -41,3 +41,4 @@ clean:
 ## The load-generator benchmarks (cost per message vs C and naive clients, paced capacity, fidelity).
 bench: $(STAMP)
 	$(PY) -m bench
+.PHONY: bench
