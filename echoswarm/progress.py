@@ -24,6 +24,8 @@ def read_live(path: Path) -> dict[str, Any] | None:
 
 
 def format_line(snap: dict[str, Any] | None, elapsed_s: float, total_s: float | None) -> str:
+    if snap and isinstance(snap.get("elapsed_s"), int | float):
+        elapsed_s = float(snap["elapsed_s"])  # the test's own clock, from the master
     clock = f"{elapsed_s:5.0f}s" + (f"/{total_s:.0f}s" if total_s else "")
     if not snap:
         return f"[{clock}] starting: waiting for workers and the first report…"

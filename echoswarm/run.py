@@ -191,6 +191,10 @@ class LocalRun:
             rc = master.poll()
             if rc is not None:
                 line.done()
+                if rc == 2 and not live.exists():
+                    # Locust's own usage error (e.g. a bad extra argument after --).
+                    self._say(f"error: locust: {master.last_lines(1)}", err=True)
+                    return EXIT_USAGE
                 if rc not in (0, 1):
                     raise RunError(f"locust master exited with code {rc}: {master.last_lines()}")
                 return EXIT_OK
@@ -312,7 +316,7 @@ def judge(results: Path, slos: list[slo.SLO]) -> list[slo.Verdict]:
     """Evaluate SLOs on a results directory (summary.csv + merged HDR histograms)."""
     from echoswarm import results as results_mod
 
-    rows = {(r["request_type"], r["name"]): r for r in results_mod.read_summary_rows(results)}
+    rows = {(r["request_type"], r["name"]): r for r in results_mod.read_summary(results)}
     hists = results_mod.load_histograms(results)
 
     def percentile_ms(request_type: str, name: str, p: float) -> float | None:

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow
 
 
 def _argv(results: Path, *args: str) -> list[str]:
-    return [PYTHON, "-m", "echoswarm", "run", *args, "--results", str(results)]
+    return [PYTHON, "-m", "echoswarm", "run", "--results", str(results), *args]
 
 
 class Orchestrator:

@@ -12,6 +12,7 @@ import itertools
 from typing import Any
 
 import echoswarm.collect  # noqa: F401  (registers the results plugin)
+import echoswarm.webui  # noqa: F401  (registers the web UI tab)
 from echoswarm.measure import Sample, to_epoch_ns
 
 
