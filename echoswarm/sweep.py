@@ -1,0 +1,366 @@
+"""``python -m echoswarm sweep LOCUSTFILE ...`` — run one scenario once per cell of a grid.
+
+Every cell is a complete local run (:class:`echoswarm.run.LocalRun`): its own servers, Locust
+master and workers, its own results directory ``<sweep-dir>/<cell>/``; nothing is shared between
+cells, so each starts from the same state and gets the same load. A cell ends when its load is
+done (the cell's completion test reads the live ``summary.csv`` and then stops the master the way
+Ctrl-C would, so the last reports are collected) or when its time limit runs out — then the table
+says so. Afterwards the sweep writes ``sweep.csv``, ``sweep.md``, ``sweep.png`` and
+``sweep.json`` into the sweep directory and prints the table.
+
+Which grid is run follows from the servers the locustfile declares:
+
+* a ``tcp`` server → seed S003, TCP server models × concurrency (:mod:`echoswarm.sweep_tcp`)::
+
+      python -m echoswarm sweep locustfiles/tcp_churn.py --models all --users 50,150,1000 \\
+          --connections-per-user 100 --round-trips 50
+
+* ``ws`` servers doing ``--work stats`` → seed S001, serial vs parallel images ×
+  reply after/before (:mod:`echoswarm.sweep_images`)::
+
+      python -m echoswarm sweep locustfiles/image_frames.py --images 1000
+
+Exit codes: 0 ok (capped cells included: they are reported, not errors) · 2 usage error ·
+3 a cell failed to run · 130/143 interrupted (the table covers the cells done so far).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NoReturn, TextIO
+
+from echoswarm.measure import Timer
+from echoswarm.run import EXIT_OK, EXIT_RUN, EXIT_USAGE, LocalRun, RunConfig
+from echoswarm.scenario import ScenarioError, ServerSpec, read_servers
+
+POLL_S = 0.5  # how often a running cell's summary.csv is checked for completion
+GRACE_S = 2.0  # after the load is seen done, how long the master may take to end by itself
+
+
+class UsageError(Exception):
+    """A bad sweep argument (one line, exit 2)."""
+
+
+class SweepParser(argparse.ArgumentParser):
+    """argparse whose errors are ONE line (raised as :class:`UsageError`, exit 2 upstream)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+def int_list(text: str) -> list[int]:
+    """``"50,150,1000"`` → ``[50, 150, 1000]`` (positive, no duplicates, order kept)."""
+    out: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        try:
+            value = int(part)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{part!r} is not an integer in {text!r}") from None
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"{value} must be >= 1 (in {text!r})")
+        if value not in out:
+            out.append(value)
+    return out
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be >= 1")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text} must be > 0")
+    return value
+
+
+def choice_list(text: str, allowed: Sequence[str], what: str) -> list[str]:
+    """``"all"`` or a comma list of ``allowed`` names (order kept, duplicates dropped)."""
+    if text.strip() == "all":
+        return list(allowed)
+    out: list[str] = []
+    for part in text.split(","):
+        name = part.strip()
+        if name not in allowed:
+            raise UsageError(f"unknown {what} {name!r} (choose from all, {', '.join(allowed)})")
+        if name not in out:
+            out.append(name)
+    return out
+
+
+def add_common_flags(p: argparse.ArgumentParser) -> None:
+    """Flags every grid takes (its own defaults are set by the plan)."""
+    p.add_argument("locustfile", type=Path, help="the scenario, e.g. locustfiles/tcp_churn.py")
+    p.add_argument("--workers", type=positive_int, default=None, help="Locust worker processes")
+    p.add_argument("--spawn-rate", type=positive_float, default=None, help="users started/s")
+    p.add_argument(
+        "--cell-time", type=positive_float, default=None, help="time limit of one cell (s)"
+    )
+    p.add_argument("--out", type=Path, default=None, help="sweep directory to write")
+    p.add_argument("--quick", action="store_true", help="a small, ~2-minute version")
+
+
+# -- cells -------------------------------------------------------------------------------------
+@dataclass
+class Cell:
+    """One run of the grid."""
+
+    label: str  # directory name, e.g. "epoll-u150"
+    key: dict[str, Any]  # the grid coordinates, e.g. {"model": "epoll", "users": 150}
+    users: int
+    spawn_rate: float
+    time_limit_s: float
+    locust_args: list[str] = field(default_factory=list)
+    server_overrides: dict[str, list[str]] = field(default_factory=dict)
+    done: Callable[[list[dict[str, Any]]], bool] | None = None  # on summary.csv rows
+
+
+@dataclass
+class Outcome:
+    """What happened to a cell."""
+
+    cell: Cell
+    results: Path
+    exit_code: int
+    wall_s: float
+    finished: bool  # the completion test passed (False: time limit, error or interrupted)
+
+    @property
+    def status(self) -> str:
+        if self.exit_code == EXIT_RUN:
+            return "failed"
+        if self.exit_code != EXIT_OK:
+            return "interrupted"
+        return "done" if self.finished else "capped"
+
+
+@dataclass
+class Plan:
+    """A grid: the cells, how to run them and how to tabulate the outcomes."""
+
+    title: str
+    locustfile: Path
+    workers: int
+    cells: list[Cell]
+    table: Callable[[list[Outcome]], Any]  # → pandas.DataFrame
+    render: Callable[[Any, Path], list[Path]]  # (table, sweep dir) → files written
+    describe: dict[str, Any] = field(default_factory=dict)
+
+
+def rows_by_name(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """summary.csv rows keyed by name (a sweep's scenario uses one transport)."""
+    return {str(r["name"]): r for r in rows}
+
+
+class _CellWatch(threading.Thread):
+    """Ends a cell whose load is done but whose master keeps running (a scenario without
+    :mod:`echoswarm.sweep_autostop`): SIGINT, Locust's graceful stop, so the last reports are
+    still collected."""
+
+    def __init__(self, run: LocalRun, results: Path, done: Callable[..., bool]) -> None:
+        super().__init__(name="sweep-cell-watch", daemon=True)
+        self.local_run = run
+        self.results = results
+        self.done = done
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        while not self.halt.wait(POLL_S):
+            if _cell_done(self.results, self.done):
+                break
+        else:
+            return
+        # The scenario may be ending by itself right now (autostop): a second SIGINT would kill
+        # the master mid-finalization, so give it a moment first.
+        if self.halt.wait(GRACE_S):
+            return
+        for child in list(self.local_run.sup.children):
+            if child.role == "master":
+                child.signal(signal.SIGINT)
+
+
+def _cell_done(results: Path, done: Callable[..., bool]) -> bool:
+    from echoswarm.results import ResultsError, read_summary
+
+    try:
+        return bool(done(read_summary(results)))
+    except ResultsError:
+        return False  # not written yet
+
+
+def run_cell(plan: Plan, cell: Cell, sweep_dir: Path, extra: list[str]) -> Outcome:
+    results = sweep_dir / cell.label
+    results.mkdir(parents=True, exist_ok=True)
+    cfg = RunConfig(
+        locustfile=plan.locustfile,
+        workers=plan.workers,
+        users=cell.users,
+        spawn_rate=cell.spawn_rate,
+        run_time=f"{int(round(cell.time_limit_s))}s",
+        run_seconds=float(int(round(cell.time_limit_s))),
+        results=results,
+        locust_args=[*cell.locust_args, *extra],
+        report=False,
+        argv=["sweep", str(plan.locustfile), cell.label],
+        server_overrides=cell.server_overrides,
+    )
+    timer = Timer()
+    with (results / "orchestrator.log").open("w") as log:
+        local = LocalRun(cfg, out=log)
+        watch = _CellWatch(local, results, cell.done) if cell.done else None
+        if watch:
+            watch.start()
+        try:
+            code = local.execute()
+        finally:
+            if watch:
+                watch.halt.set()
+                watch.join(timeout=5)
+    # Judged on the final results: all the load done, or cut short by the time limit.
+    finished = code == EXIT_OK and (cell.done is None or _cell_done(results, cell.done))
+    return Outcome(cell, results, code, timer.elapsed_ns() / 1e9, finished)
+
+
+def execute(plan: Plan, sweep_dir: Path, extra: list[str], out: TextIO = sys.stdout) -> int:
+    """Run every cell in order, then write and print the table. Returns the exit code."""
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    say = _printer(out)
+    say(f"{plan.title}: {len(plan.cells)} cells, {plan.workers} worker(s) each → {sweep_dir}")
+    outcomes: list[Outcome] = []
+    code = EXIT_OK
+    for i, cell in enumerate(plan.cells, 1):
+        coords = " ".join(f"{k}={v}" for k, v in cell.key.items())
+        say(f"[{i}/{len(plan.cells)}] {coords} …", end="")
+        outcome = run_cell(plan, cell, sweep_dir, extra)
+        outcomes.append(outcome)
+        say(f" {outcome.status} in {outcome.wall_s:.1f}s")
+        if outcome.status == "failed":
+            say(f"    see {outcome.results}/orchestrator.log and {outcome.results}/logs/")
+            code = EXIT_RUN
+        elif outcome.status == "interrupted":
+            code = outcome.exit_code
+            break
+    _write_json(plan, outcomes, sweep_dir)
+    if outcomes:
+        table = plan.table(outcomes)
+        files = plan.render(table, sweep_dir)
+        md = sweep_dir / "sweep.md"
+        if md.exists():
+            say("")
+            say(md.read_text().rstrip())
+        say("")
+        say("wrote " + ", ".join(str(f) for f in files))
+    return code
+
+
+def _write_json(plan: Plan, outcomes: list[Outcome], sweep_dir: Path) -> None:
+    data = {
+        "title": plan.title,
+        "locustfile": str(plan.locustfile),
+        "workers": plan.workers,
+        "plan": plan.describe,
+        "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "cells": [
+            {
+                "label": o.cell.label,
+                **o.cell.key,
+                "users": o.cell.users,
+                "status": o.status,
+                "exit_code": o.exit_code,
+                "wall_s": round(o.wall_s, 3),
+                "time_limit_s": o.cell.time_limit_s,
+                "results": str(o.results),
+                "locust_args": o.cell.locust_args,
+                "server_overrides": o.cell.server_overrides,
+            }
+            for o in outcomes
+        ],
+    }
+    (sweep_dir / "sweep.json").write_text(json.dumps(data, indent=2))
+
+
+def _printer(out: TextIO) -> Callable[..., None]:
+    def say(text: str, end: str = "\n") -> None:
+        out.write(text + end)
+        out.flush()
+
+    return say
+
+
+def default_sweep_dir(locustfile: Path) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    return Path("results") / f"sweep-{stamp}-{locustfile.stem}"
+
+
+# -- entry point -------------------------------------------------------------------------------
+def _grid_for(servers: list[ServerSpec]) -> str | None:
+    kinds = {s.kind for s in servers}
+    if "tcp" in kinds:
+        return "tcp"
+    if any(s.kind == "ws" and "stats" in s.args for s in servers):
+        return "images"
+    return None
+
+
+def build_plan(argv: list[str]) -> Plan:
+    """Parse the sweep's arguments into a :class:`Plan` (raises UsageError)."""
+    locustfile = next((Path(a) for a in argv if not a.startswith("-")), None)
+    if locustfile is None:
+        raise UsageError("no locustfile given (e.g. locustfiles/tcp_churn.py)")
+    if not locustfile.is_file():
+        raise UsageError(f"locustfile not found: {locustfile}")
+    try:
+        servers = read_servers(locustfile)
+    except ScenarioError as exc:
+        raise UsageError(str(exc)) from None
+    grid = _grid_for(servers)
+    if grid == "tcp":
+        from echoswarm import sweep_tcp
+
+        return sweep_tcp.make_plan(argv, servers)
+    if grid == "images":
+        from echoswarm import sweep_images
+
+        return sweep_images.make_plan(argv, servers)
+    raise UsageError(
+        f"{locustfile} declares no server a sweep can vary (a tcp server, or ws with --work stats)"
+    )
+
+
+def main(argv: list[str]) -> int:
+    argv = list(argv)
+    extra: list[str] = []
+    if "--" in argv:
+        i = argv.index("--")
+        argv, extra = argv[:i], argv[i + 1 :]
+    if any(a in ("-h", "--help") for a in argv) and not any(not a.startswith("-") for a in argv):
+        sys.stdout.write(__doc__ or "")
+        return EXIT_OK
+    try:
+        plan = build_plan(argv)
+    except UsageError as exc:
+        sys.stderr.write(f"python -m echoswarm sweep: error: {exc}\n")
+        return EXIT_USAGE
+    out_dir = plan.describe.get("out") or default_sweep_dir(plan.locustfile)
+    with contextlib.suppress(BrokenPipeError):
+        return execute(plan, Path(out_dir), extra)
+    return EXIT_OK

@@ -1,0 +1,112 @@
+"""A Locust plugin: end the test as soon as every user has stopped by itself.
+
+Scenarios with a finite load (``--connections-per-user``, ``--images``) stop their users with
+``StopUser`` when their work is done; stock Locust then idles until ``--run-time``. Importing
+this module (a locustfile does, before defining its users) makes the run end instead:
+
+* each **worker**, once its users are spawned and none is left, tells the master once
+  (message ``echoswarm_users_done``);
+* the **master**, once its spawning is complete and every connected worker has said so, quits
+  the way ``--run-time`` does (headless) or stops the test (web UI), so the results plugin still
+  collects every worker's final report;
+* a **local** runner (no master) does both checks itself.
+
+This is what makes a sweep cell end when its load is done, a fraction of a second later, rather
+than when a results file next shows the final counts (:mod:`echoswarm.sweep` keeps that as the
+fallback for scenarios without this plugin).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import gevent
+import locust  # noqa: F401,I001  (gevent monkey-patching first)
+from locust import events
+from locust.runners import STATE_RUNNING, STATE_SPAWNING, LocalRunner, MasterRunner, WorkerRunner
+
+MESSAGE = "echoswarm_users_done"
+CHECK_S = 0.1  # how often a worker (or local runner) looks at its user count
+
+log = logging.getLogger("echoswarm.autostop")
+
+
+class _AutoStop:
+    def __init__(self, environment: Any) -> None:
+        self.env = environment
+        self.runner = environment.runner
+        self.done_workers: set[str] = set()
+        self.spawned = False
+        self.watcher: gevent.Greenlet | None = None
+        self.ending = False
+
+    # -- worker / local: watch the user count ------------------------------------------------
+    def on_test_start(self, **_kw: Any) -> None:
+        if self.watcher is None and not isinstance(self.runner, MasterRunner):
+            self.watcher = self.runner.greenlet.spawn(self._watch_users)
+
+    def _idle(self) -> bool:
+        """Spawning is over and no user is left."""
+        runner = self.runner
+        if isinstance(runner, WorkerRunner):
+            return runner.worker_state == STATE_RUNNING and runner.user_count == 0
+        return runner.state == STATE_RUNNING and runner.user_count == 0
+
+    def _active(self) -> bool:
+        runner = self.runner
+        state = runner.worker_state if isinstance(runner, WorkerRunner) else runner.state
+        return state in (STATE_SPAWNING, STATE_RUNNING)
+
+    def _watch_users(self) -> None:
+        told: bool | None = None
+        while self._active():
+            idle = self._idle()
+            if isinstance(self.runner, WorkerRunner):
+                if idle != told:  # edge-triggered: a later spawn makes the worker busy again
+                    self.runner.send_message(MESSAGE, {"done": idle})
+                    told = idle
+            elif idle:
+                self._end()
+                return
+            gevent.sleep(CHECK_S)
+
+    # -- master: every worker idle after spawning is complete -------------------------------
+    def on_spawning_complete(self, **_kw: Any) -> None:
+        if isinstance(self.runner, MasterRunner):
+            self.spawned = True
+            self._maybe_end()
+
+    def on_worker_message(self, msg: Any, **_kw: Any) -> None:
+        if msg.data.get("done"):
+            self.done_workers.add(str(msg.node_id))
+        else:
+            self.done_workers.discard(str(msg.node_id))
+        self._maybe_end()
+
+    def _maybe_end(self) -> None:
+        workers = {str(cid) for cid in self.runner.clients.keys()}
+        if self.spawned and workers and workers <= self.done_workers:
+            self._end()
+
+    def _end(self) -> None:
+        if self.ending:
+            return
+        self.ending = True
+        log.info("every user has stopped: ending the test")
+        headless = bool(getattr(self.env.parsed_options, "headless", False))
+        # Not from this greenlet: a master's message handler must keep the message loop free
+        # for the workers' final reports while quitting waits for them.
+        gevent.spawn(self.runner.quit if headless else self.runner.stop)
+
+
+@events.init.add_listener
+def _on_init(environment: Any, **_kw: Any) -> None:
+    runner = environment.runner
+    if not isinstance(runner, LocalRunner | MasterRunner | WorkerRunner):
+        return
+    plugin = _AutoStop(environment)
+    environment.events.test_start.add_listener(plugin.on_test_start)
+    environment.events.spawning_complete.add_listener(plugin.on_spawning_complete)
+    if isinstance(runner, MasterRunner):
+        runner.register_message(MESSAGE, plugin.on_worker_message)

@@ -1,0 +1,230 @@
+"""Seed S001 as a sweep: serial vs parallel images × the server's reply after/before the work.
+
+Four cells, each a separate local run so the two kinds never compete for the CPU: for each
+``--reply`` mode of the declared ``ws --work stats`` server, one ``serial`` cell (one user, one
+connection, ``--images`` images back to back) and one ``parallel`` cell (``--parallel`` users,
+a fresh connection per image, ``--images`` in total). The table gives the total time for the N
+images (first connect → last reply), images per second, per-image latency percentiles (serial:
+send → reply on the open connection; parallel: connect → closed, the whole life of an image's
+connection) and send → reply alone; the notes say which kind wins on which measure.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from echoswarm import sweep_table as st
+from echoswarm.scenario import ServerSpec
+from echoswarm.sweep import (
+    Cell,
+    Outcome,
+    Plan,
+    SweepParser,
+    UsageError,
+    add_common_flags,
+    choice_list,
+    positive_int,
+)
+
+FULL = {"images": 1000, "parallel": 50, "cell_time": 120.0}
+QUICK = {"images": 200, "parallel": 20, "cell_time": 40.0}
+DEFAULT_WORKERS = 1  # the same client capacity for both kinds
+REPLIES = ("after", "before")
+KINDS = ("serial", "parallel")
+
+HEADERS = {
+    "reply": "reply",
+    "kind": "kind",
+    "status": "status",
+    "images": "images ok",
+    "errors": "errors",
+    "total_s": "total s",
+    "images_per_s": "images/s",
+    "image_p50_ms": "per-image p50",
+    "image_p90_ms": "per-image p90",
+    "image_p99_ms": "per-image p99",
+    "reply_p50_ms": "send→reply p50",
+    "reply_p99_ms": "send→reply p99",
+    "connect_p50_ms": "connect p50",
+}
+
+
+def per_user(images: int, parallel: int) -> int:
+    """Images each parallel user sends (as ``echoswarm.images.per_user``, which this module must
+    not import: it loads Locust, whose gevent monkey-patching would take over this process)."""
+    return max(1, math.ceil(images / parallel))
+
+
+def _stats_server(servers: list[ServerSpec]) -> ServerSpec:
+    ws = [s for s in servers if s.kind == "ws" and "stats" in s.args]
+    if len(ws) != 1:
+        raise UsageError("an image sweep needs exactly one declared ws server with --work stats")
+    return ws[0]
+
+
+def make_plan(argv: list[str], servers: list[ServerSpec]) -> Plan:
+    p = SweepParser(prog="python -m echoswarm sweep", description=__doc__.splitlines()[0])
+    add_common_flags(p)
+    p.add_argument("--images", type=positive_int, default=None, help="images per cell (1000)")
+    p.add_argument("--parallel", type=positive_int, default=None, help="parallel users (50)")
+    p.add_argument("--replies", default="all", help="all or a list of: after, before")
+    p.add_argument("--kinds", default="all", help="all or a list of: serial, parallel")
+    ns = p.parse_args(argv)
+    base = QUICK if ns.quick else FULL
+    images = ns.images or int(base["images"])
+    parallel = ns.parallel or int(base["parallel"])
+    limit = ns.cell_time or float(base["cell_time"])
+    replies = choice_list(ns.replies, REPLIES, "reply mode")
+    kinds = choice_list(ns.kinds, KINDS, "kind")
+    server = _stats_server(servers)
+    common = ["--images", str(images), "--parallel", str(parallel), "--reply-timeout-s", "30"]
+    cells = []
+    for reply in replies:
+        for kind in kinds:
+            users = 1 if kind == "serial" else parallel
+            prefix = kind + " "
+            done = (
+                st.all_messages(images, prefix)
+                if kind == "serial"
+                else st.all_connections(parallel * per_user(images, parallel), prefix)
+            )
+            cells.append(
+                Cell(
+                    label=f"{kind}-{reply}",
+                    key={"reply": reply, "kind": kind},
+                    users=users,
+                    spawn_rate=ns.spawn_rate or float(users),
+                    time_limit_s=limit,
+                    locust_args=["--image-kind", kind, *common],
+                    server_overrides={server.label: ["--reply", reply]},
+                    done=done,
+                )
+            )
+    return Plan(
+        title=f"S001 images: {images} × 800×600 per cell, serial vs {parallel} parallel, "
+        f"reply {'/'.join(replies)}",
+        locustfile=ns.locustfile,
+        workers=ns.workers or DEFAULT_WORKERS,
+        cells=cells,
+        table=lambda outcomes: table(outcomes, images, parallel),
+        render=render,
+        describe={
+            "grid": "images",
+            "images": images,
+            "parallel": parallel,
+            "replies": replies,
+            "kinds": kinds,
+            "cell_time_s": limit,
+            "quick": ns.quick,
+            "out": str(ns.out) if ns.out else None,
+        },
+    )
+
+
+def table(outcomes: list[Outcome], images: int, parallel: int) -> pd.DataFrame:
+    records = []
+    for o in outcomes:
+        kind = str(o.cell.key["kind"])
+        prefix = kind + " "
+        rows = st.summary_rows(o.results)
+        c_name, connect = st.phase(rows, "connect", prefix)
+        reply_name = "msg" if kind == "serial" else "roundtrip"
+        r_name, reply = st.phase(rows, reply_name, prefix)
+        # Per image: on the open connection (serial) / the image's whole connection (parallel).
+        image = reply if kind == "serial" else st.phase(rows, "session", prefix)[1]
+        expected = images if kind == "serial" else parallel * per_user(images, parallel)
+        ok = st.count(reply) - st.count(reply, "failures")
+        total = st.span_s(st.events(o.results), c_name, r_name)
+        records.append(
+            {
+                "reply": o.cell.key["reply"],
+                "kind": kind,
+                "status": o.status,
+                "images": f"{ok}/{expected}",
+                "errors": sum(int(r.get("failures") or 0) for r in rows.values()),
+                "total_s": total,
+                "images_per_s": ok / total if total and not math.isnan(total) else math.nan,
+                "image_p50_ms": st.fig(image, "p50_ms"),
+                "image_p90_ms": st.fig(image, "p90_ms"),
+                "image_p99_ms": st.fig(image, "p99_ms"),
+                "reply_p50_ms": st.fig(reply, "p50_ms"),
+                "reply_p99_ms": st.fig(reply, "p99_ms"),
+                "connect_p50_ms": st.fig(connect, "p50_ms"),
+                "ok_images": ok,
+                "cell_s": round(o.wall_s, 1),
+                "results": str(o.results),
+            }
+        )
+    return pd.DataFrame.from_records(records)
+
+
+def verdicts(df: pd.DataFrame) -> list[str]:
+    """Which kind wins on throughput and on latency, per reply mode (from the table)."""
+    out = []
+    for reply, group in df.groupby("reply", sort=False):
+        by = group.set_index("kind")
+        if not {"serial", "parallel"} <= set(by.index):
+            continue
+        s, p = by.loc["serial"], by.loc["parallel"]
+        if s["status"] != "done" or p["status"] != "done":
+            out.append(f"- reply {reply}: no verdict (a cell did not finish: see status).")
+            continue
+        fast = "parallel" if p["total_s"] < s["total_s"] else "serial"
+        low = "serial" if s["image_p50_ms"] < p["image_p50_ms"] else "parallel"
+        out.append(
+            f"- reply {reply}: throughput — {fast} wins ({images_line(p)} parallel vs "
+            f"{images_line(s)} serial); latency — {low} wins (per-image p50 "
+            f"{st.fmt(s['image_p50_ms'])} ms serial vs {st.fmt(p['image_p50_ms'])} ms parallel, "
+            f"p99 {st.fmt(s['image_p99_ms'])} vs {st.fmt(p['image_p99_ms'])} ms)."
+        )
+    return out
+
+
+def images_line(row: Any) -> str:
+    return f"{row['ok_images']} images in {st.fmt(row['total_s'])} s"
+
+
+def render(df: pd.DataFrame, sweep_dir: Path) -> list[Path]:
+    notes = [
+        "Times in ms unless marked s. total s = first connect → last reply. per-image: serial =",
+        "send → reply on the open connection; parallel = connect → closed (the image's whole",
+        "connection). Percentiles from merged HDR histograms. Every reply was checked: numpy's",
+        "figures for the image sent (after) or the acknowledgement with size and seq (before).",
+        "",
+        *verdicts(df),
+    ]
+    files = st.write_outputs(df, sweep_dir, HEADERS, notes)
+    files.append(plot(df, sweep_dir / "sweep.png"))
+    return files
+
+
+def plot(df: pd.DataFrame, path: Path) -> Path:
+    """Left: total time for the images; right: per-image p50 with p99 ticks (log)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [f"{k}\n{r}" for k, r in zip(df["kind"], df["reply"], strict=True)]
+    colors = ["#37a" if k == "serial" else "#d83" for k in df["kind"]]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    a.bar(labels, df["total_s"].fillna(0), color=colors)
+    a.set_ylabel("total time for the images, s")
+    a.set_title("throughput (lower is better)")
+    b.bar(labels, df["image_p50_ms"].fillna(0), color=colors, label="p50")
+    b.plot(labels, df["image_p99_ms"], "k_", markersize=20, label="p99")
+    b.set_yscale("log")
+    b.set_ylabel("per-image latency, ms (log)")
+    b.set_title("latency (lower is better)")
+    b.legend(fontsize=8)
+    for ax in (a, b):
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle("S001: serial vs parallel WebSocket images")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

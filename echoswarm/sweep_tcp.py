@@ -1,0 +1,243 @@
+"""Seed S003 as a sweep: TCP server models × concurrency, the same churn load in every cell.
+
+Each cell starts ``python -m servers tcp --model M`` (the locustfile's declared ``tcp`` server,
+its ``--model`` overridden), runs ``U`` users that each make ``--connections-per-user``
+short-lived connections doing ``--round-trips`` echo round trips (rows ``connect``, ``msg``,
+``session``), and stops as soon as every connection is accounted for — or at the cell's time
+limit, which the table then reports as ``capped`` with how many connections got done.
+
+Table columns (per model × users): connect p50/p99; one round trip p50/p99; send/recv per
+connection (the sum of its round trips, the seed's "send/receive time") p50/p99; total per
+connection (connect → close, the seed's total) p50/p99; wall time from the first connect to the
+last close; round trips per second; errors; rank by total p50 within the concurrency level.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from echoswarm import sweep_table as st
+from echoswarm.scenario import ServerSpec
+from echoswarm.sweep import (
+    Cell,
+    Outcome,
+    Plan,
+    SweepParser,
+    UsageError,
+    add_common_flags,
+    choice_list,
+    int_list,
+    positive_int,
+)
+from servers.tcp import MODELS
+
+# Full defaults keep 10 models × 3 levels within ~15 minutes on a 2-core machine; the seed's
+# own load (100 connections × 50 round trips per user) is a flag away, capped per cell.
+FULL = {"users": [50, 150, 1000], "connections": 10, "round_trips": 20, "cell_time": 45.0}
+QUICK = {"users": [50, 200], "connections": 3, "round_trips": 10, "cell_time": 15.0}
+DEFAULT_WORKERS = 2
+
+HEADERS = {
+    "users": "users",
+    "model": "model",
+    "status": "status",
+    "connections": "conns done",
+    "errors": "errors",
+    "connect_p50_ms": "connect p50",
+    "connect_p99_ms": "connect p99",
+    "rt_p50_ms": "round trip p50",
+    "rt_p99_ms": "round trip p99",
+    "conn_rt_p50_ms": "send/recv per conn p50",
+    "conn_rt_p99_ms": "send/recv per conn p99",
+    "total_p50_ms": "total per conn p50",
+    "total_p99_ms": "total per conn p99",
+    "wall_s": "wall s",
+    "rt_per_s": "round trips/s",
+    "rank": "rank",
+}
+
+
+def _tcp_server(servers: list[ServerSpec]) -> ServerSpec:
+    tcp = [s for s in servers if s.kind == "tcp"]
+    if len(tcp) != 1:
+        raise UsageError("a TCP model sweep needs exactly one declared tcp server")
+    return tcp[0]
+
+
+def make_plan(argv: list[str], servers: list[ServerSpec]) -> Plan:
+    p = SweepParser(prog="python -m echoswarm sweep", description=__doc__.splitlines()[0])
+    add_common_flags(p)
+    p.add_argument("--models", default="all", help=f"all or a list of: {', '.join(MODELS)}")
+    p.add_argument("--users", type=int_list, default=None, help="concurrency levels: 50,150,1000")
+    p.add_argument("--connections-per-user", type=positive_int, default=None)
+    p.add_argument("--round-trips", type=positive_int, default=None)
+    ns = p.parse_args(argv)
+    base = QUICK if ns.quick else FULL
+    models = choice_list(ns.models, MODELS, "model")
+    users: list[int] = ns.users or list(base["users"])  # type: ignore[call-overload]
+    conns = ns.connections_per_user or int(base["connections"])  # type: ignore[call-overload]
+    rts = ns.round_trips or int(base["round_trips"])  # type: ignore[call-overload]
+    limit = ns.cell_time or float(base["cell_time"])  # type: ignore[arg-type]
+    server = _tcp_server(servers)
+    cells = []
+    for u in users:
+        for model in models:
+            expected = u * conns
+            cells.append(
+                Cell(
+                    label=f"{model}-u{u}",
+                    key={"model": model, "users": u},
+                    users=u,
+                    spawn_rate=ns.spawn_rate or float(u),  # everyone within ~1 s
+                    time_limit_s=limit,
+                    locust_args=[
+                        "--connections-per-user",
+                        str(conns),
+                        "--round-trips",
+                        str(rts),
+                        # Per-connection sums need every round trip as an event.
+                        "--events-max-per-s",
+                        "1000000",
+                    ],
+                    server_overrides={server.label: ["--model", model]},
+                    done=st.all_connections(expected),
+                )
+            )
+    return Plan(
+        title=f"S003 TCP models: {len(models)} models × users {','.join(map(str, users))}, "
+        f"{conns} connections/user × {rts} round trips",
+        locustfile=ns.locustfile,
+        workers=ns.workers or DEFAULT_WORKERS,
+        cells=cells,
+        table=lambda outcomes: table(outcomes, conns, rts),
+        render=render,
+        describe={
+            "grid": "tcp",
+            "models": models,
+            "users": users,
+            "connections_per_user": conns,
+            "round_trips": rts,
+            "cell_time_s": limit,
+            "quick": ns.quick,
+            "out": str(ns.out) if ns.out else None,
+        },
+    )
+
+
+def _per_connection_ms(ev: pd.DataFrame, msg_name: str, round_trips: int) -> pd.Series:
+    """Send/recv time per connection: the sum of its round trips (complete connections only)."""
+    msgs = ev[ev["name"] == msg_name]
+    if msgs.empty:
+        return pd.Series(dtype=float)
+    keys = ["worker", "conn_id"] if "worker" in msgs else ["conn_id"]
+    grouped = msgs.groupby(keys)["latency_ns"].agg(["sum", "count"])
+    complete = grouped[grouped["count"] == round_trips]
+    return complete["sum"] / 1e6
+
+
+def _quantile(values: pd.Series, q: float) -> float:
+    return float(np.quantile(values.to_numpy(), q)) if len(values) else math.nan
+
+
+def table(outcomes: list[Outcome], conns: int, rts: int) -> pd.DataFrame:
+    records = []
+    for o in outcomes:
+        rows = st.summary_rows(o.results)
+        (c_name, connect), (m_name, msg), (s_name, session) = (
+            st.phase(rows, ph) for ph in ("connect", "msg", "session")
+        )
+        ev = st.events(o.results)
+        per_conn = (
+            _per_connection_ms(ev, m_name, rts) if st.fully_sampled(ev) else pd.Series(dtype=float)
+        )
+        wall = st.span_s(ev, c_name, s_name)
+        expected = o.cell.users * conns
+        ok_rts = st.count(msg) - st.count(msg, "failures")
+        records.append(
+            {
+                "users": o.cell.key["users"],
+                "model": o.cell.key["model"],
+                "status": o.status,
+                "connections": f"{st.count(session)}/{expected}",
+                "errors": sum(int(r.get("failures") or 0) for r in rows.values()),
+                "connect_p50_ms": st.fig(connect, "p50_ms"),
+                "connect_p99_ms": st.fig(connect, "p99_ms"),
+                "rt_p50_ms": st.fig(msg, "p50_ms"),
+                "rt_p99_ms": st.fig(msg, "p99_ms"),
+                "conn_rt_p50_ms": _quantile(per_conn, 0.5),
+                "conn_rt_p99_ms": _quantile(per_conn, 0.99),
+                "total_p50_ms": st.fig(session, "p50_ms"),
+                "total_p99_ms": st.fig(session, "p99_ms"),
+                "total_mean_ms": st.fig(session, "mean_ms"),
+                "wall_s": wall,
+                "rt_per_s": ok_rts / wall if wall and not math.isnan(wall) else math.nan,
+                "cell_s": round(o.wall_s, 1),
+                "results": str(o.results),
+            }
+        )
+    df = pd.DataFrame.from_records(records)
+    ranks = df.groupby("users")["total_p50_ms"].rank(method="min")
+    df["rank"] = ranks.map(lambda r: "" if math.isnan(r) else str(int(r)))
+    return df
+
+
+def notes(df: pd.DataFrame) -> list[str]:
+    out = [
+        "Times in ms (wall in s). Latencies from merged HDR histograms; send/recv per conn is the",
+        "sum of a connection's round trips (from events.parquet). Rank: total per conn p50 within",
+        "a users level. `capped` = the cell hit its time limit before every connection was made.",
+    ]
+    for _, r in df[df["status"] != "done"].iterrows():
+        out.append(
+            f"- {r['model']} at {r['users']} users: {r['status']} "
+            f"({r['connections']} connections, {r['errors']} errors)."
+        )
+    for users, group in df.groupby("users"):
+        by = group.set_index("model")
+        if {"select", "epoll"} <= set(by.index):
+            s, e = by.loc["select"], by.loc["epoll"]
+            faster = "epoll" if e["total_p50_ms"] < s["total_p50_ms"] else "select"
+            out.append(
+                f"- {users} users: select total p50 {st.fmt(s['total_p50_ms'])} ms vs epoll "
+                f"{st.fmt(e['total_p50_ms'])} ms — {faster} faster."
+            )
+    return out
+
+
+def render(df: pd.DataFrame, sweep_dir: Path) -> list[Path]:
+    files = st.write_outputs(df, sweep_dir, HEADERS, notes(df))
+    files.append(plot(df, sweep_dir / "sweep.png"))
+    return files
+
+
+def plot(df: pd.DataFrame, path: Path) -> Path:
+    """One panel per users level: total per connection p50 (bar) and p99 (tick) per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    levels = sorted(df["users"].unique())
+    fig, axes = plt.subplots(1, len(levels), figsize=(4.5 * len(levels), 4.2), squeeze=False)
+    for ax, users in zip(axes[0], levels, strict=True):
+        g = df[df["users"] == users].sort_values("total_p50_ms", na_position="last")
+        y = np.arange(len(g))
+        colors = ["#c44" if s != "done" else "#4a7" for s in g["status"]]
+        ax.barh(y, g["total_p50_ms"].fillna(0), color=colors, label="p50")
+        ax.plot(g["total_p99_ms"], y, "k|", markersize=12, label="p99")
+        ax.set_yticks(y, labels=list(g["model"]))
+        ax.invert_yaxis()
+        ax.set_xscale("log")
+        ax.set_xlabel("total per connection, ms (log)")
+        ax.set_title(f"{users} users")
+        ax.grid(axis="x", alpha=0.3)
+    axes[0][0].legend(loc="lower right", fontsize=8)
+    fig.suptitle("S003: TCP server models (red = capped/failed cell)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
