@@ -155,7 +155,13 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, config.ConfigError, ScenarioError) as exc:
         sys.stderr.write(f"{prog}: error: {exc}\n")
         return EXIT_USAGE
-    return LocalRun(cfg).execute()
+    run = LocalRun(cfg)
+    code = run.execute()
+    if ns.command == "demo" and (run.results / "summary.csv").exists():
+        from echoswarm import demo
+
+        print("\n" + demo.render(run.results))
+    return code
 
 
 if __name__ == "__main__":
