@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -23,17 +24,15 @@ MSG_ROWS = {"grpc": "bidi msg", "ws": "msg", "tcp": "msg"}
 def comparison(run_dir: Path) -> pd.DataFrame:
     """The per-transport comparison table of a run (empty if it has no per-message rows)."""
     run = analysis.load(run_dir)
-    summary = run.summary.set_index(["request_type", "name"])
-    jitter = jitter_table(run).set_index(["request_type", "name"])
+    summary = {(str(r["request_type"]), str(r["name"])): r for r in _records(run.summary)}
+    jitter = {(str(r["request_type"]), str(r["name"])): r for r in _records(jitter_table(run))}
     rows = []
     for transport, name in MSG_ROWS.items():
-        key = (transport, name)
-        if key not in summary.index:
+        s = summary.get((transport, name))
+        if s is None:
             continue
-        s = summary.loc[key]
-        lag = run.lag.get(key)
-        lag_p99 = hdr.percentiles_ms(lag, (99.0,))[99.0] if lag is not None else math.nan
-        connect = (transport, "connect")
+        lag = run.lag.get((transport, name))
+        connect = summary.get((transport, "connect"), {})
         rows.append(
             {
                 "transport": transport,
@@ -45,14 +44,16 @@ def comparison(run_dir: Path) -> pd.DataFrame:
                 "p99_ms": s["p99_ms"],
                 "p999_ms": s["p999_ms"],
                 "max_ms": s["max_ms"],
-                "jitter_p99_ms": jitter.loc[key, "jitter_p99_ms"] if key in jitter.index else None,
-                "lag_p99_ms": lag_p99,
-                "connect_p50_ms": summary.loc[connect, "p50_ms"]
-                if connect in summary.index
-                else None,
+                "jitter_p99_ms": jitter.get((transport, name), {}).get("jitter_p99_ms"),
+                "lag_p99_ms": hdr.percentiles_ms(lag, (99.0,))[99.0] if lag else math.nan,
+                "connect_p50_ms": connect.get("p50_ms"),
             }
         )
     return pd.DataFrame(rows)
+
+
+def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
+    return [{str(k): v for k, v in row.items()} for row in df.to_dict("records")]
 
 
 def render(run_dir: Path) -> str:

@@ -157,6 +157,14 @@ def test_audio_stream_end_to_end(tmp_path: Path, orchestrate: type[Orchestrator]
     assert "PASS" in out and "FAIL" not in out
     o.assert_no_leftovers()
 
+    from echoswarm import demo
+
+    table = demo.comparison(results)
+    assert list(table["transport"]) == ["grpc", "ws", "tcp"]
+    assert (table["failures"] == 0).all() and (table["messages"] > 100).all()
+    assert (table["p50_ms"] <= table["p99_ms"]).all() and (table["lag_p99_ms"] >= 0).all()
+    assert "steadiest by p99" in demo.render(results)
+
 
 @pytest.mark.timeout(120)
 def test_violated_slo_exits_1(tmp_path: Path, orchestrate: type[Orchestrator]) -> None:
