@@ -328,6 +328,11 @@ async def _serve_aio(config: Config) -> None:
     if not stopping.done():
         await server.stop(0)  # a shorter grace than the pending stop() ends it now
     await stopping
+    # gRPC finishes cancelled calls in tasks of its own; let them end before asyncio.run()
+    # cancels whatever is left (which gRPC would report as an unhandled CancelledError).
+    leftovers = asyncio.all_tasks() - {asyncio.current_task()}
+    if leftovers:
+        await asyncio.wait(leftovers, timeout=1.0)
 
 
 def _reflected_names() -> tuple[str, ...]:
