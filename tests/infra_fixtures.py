@@ -17,7 +17,6 @@ from typing import Any
 
 import boto3
 import pytest
-import requests
 
 from infra import cli
 
@@ -48,8 +47,11 @@ def moto_url() -> Iterator[str]:
 
 @pytest.fixture
 def aws(moto_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Environment for boto3 → the moto server, fake credentials, a private state file."""
-    requests.post(f"{moto_url}/moto-api/reset", timeout=10).raise_for_status()
+    """Environment for boto3 → the moto server, fake credentials, a private state file.
+
+    The server is NOT reset between tests (a reset makes moto reload its AMI and instance-type
+    catalogues, seconds each time): every test works on its own run id and checks by tag.
+    """
     for k in list(os.environ):
         if k.startswith("AWS_"):
             monkeypatch.delenv(k)
@@ -102,6 +104,23 @@ def live_instances(run_id: str) -> list[dict[str, Any]]:
         ]
     )
     return [i for r in resp["Reservations"] for i in r["Instances"]]
+
+
+def snapshot() -> set[str]:
+    """Ids of every VPC, subnet, group, instance (not terminated), role and bucket there is."""
+    ec2, iam, s3 = client("ec2"), client("iam"), client("s3")
+    ids = {v["VpcId"] for v in ec2.describe_vpcs()["Vpcs"]}
+    ids |= {s["SubnetId"] for s in ec2.describe_subnets()["Subnets"]}
+    ids |= {g["GroupId"] for g in ec2.describe_security_groups()["SecurityGroups"]}
+    ids |= {
+        i["InstanceId"]
+        for r in ec2.describe_instances()["Reservations"]
+        for i in r["Instances"]
+        if i["State"]["Name"] != "terminated"
+    }
+    ids |= {r["RoleName"] for r in iam.list_roles()["Roles"]}
+    ids |= {b["Name"] for b in s3.list_buckets()["Buckets"]}
+    return ids
 
 
 def leftovers(run_id: str) -> dict[str, list[str]]:

@@ -102,10 +102,7 @@ def test_full_cycle_up_status_run_fetch_down(aws: str, tmp_path: Path) -> None: 
         d = infra("down")
         assert d.rc == 0, d.err
         assert leftovers(run_id) == {"buckets": [bucket]}  # results kept without --purge
-    running = client("ec2").describe_instances(
-        Filters=[{"Name": "instance-state-name", "Values": ["pending", "running"]}]
-    )["Reservations"]
-    assert running == []
+    assert live_instances(run_id) == []  # pending, running or stopped
     p = infra("down", "--run-id", run_id, "--purge")
     assert p.rc == 0, p.err
     assert leftovers(run_id) == {}
@@ -212,7 +209,9 @@ def test_hardening_lifetime_and_tags_on_every_resource(aws: str) -> None:  # noq
         assert (i.get("InstanceLifecycle") == "spot") == (t["echoswarm:role"] == "worker")
     # moto associates the profile with the first instance of each launch only (a moto gap):
     # every association there is must name the run's profile, one per launch batch.
-    assoc = ec2.describe_iam_instance_profile_associations()["IamInstanceProfileAssociations"]
+    assoc = ec2.describe_iam_instance_profile_associations(
+        Filters=[{"Name": "instance-id", "Values": [i["InstanceId"] for i in insts]}]
+    )["IamInstanceProfileAssociations"]
     profiles = [a["IamInstanceProfile"]["Arn"].rsplit("/", 1)[1] for a in assoc]
     assert profiles == [f"echoswarm-{run_id}-node"] * 3
     f = [{"Name": "tag:echoswarm:run", "Values": [run_id]}]

@@ -6,22 +6,16 @@ from __future__ import annotations
 
 import pytest
 
+from infra import state
 from tests.infra_fixtures import (
     aws,  # noqa: F401  (fixture)
-    client,
     infra,
     leftovers,
     moto_url,  # noqa: F401  (fixture)
-    tag_map,
+    snapshot,
 )
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def _only_default_network() -> bool:
-    ec2 = client("ec2")
-    vpcs = ec2.describe_vpcs()["Vpcs"]
-    return all(v.get("IsDefault") for v in vpcs) and not client("s3").list_buckets()["Buckets"]
 
 
 @pytest.mark.parametrize(
@@ -45,6 +39,7 @@ def test_usage_errors_are_one_line_exit_2_and_create_nothing(
     argv: list[str],
     needle: str,
 ) -> None:
+    before = snapshot()
     r = infra(*argv)
     if argv[0] == "run":  # a run id that was never started: nothing to run on
         assert r.rc != 0 and len(r.err.strip().splitlines()) == 1, r.err
@@ -53,17 +48,19 @@ def test_usage_errors_are_one_line_exit_2_and_create_nothing(
         assert len(r.err.strip().splitlines()) == 1, r.err
         assert needle in r.err
     assert "Traceback" not in r.err
-    assert _only_default_network()
+    assert snapshot() == before
 
 
 def test_unknown_instance_type_is_refused_before_anything_exists(aws: str) -> None:  # noqa: F811
+    before = snapshot()
     r = infra("up", "--worker-type", "c7i.enormous")
     assert r.rc == 1
     assert "c7i.enormous" in r.err.strip().splitlines()[-1]
-    assert _only_default_network()
+    assert snapshot() == before
 
 
 def test_no_credentials_is_one_clear_line(aws: str, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    before = snapshot()
     monkeypatch.delenv("AWS_ACCESS_KEY_ID")
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
     r = infra("up")
@@ -71,7 +68,7 @@ def test_no_credentials_is_one_clear_line(aws: str, monkeypatch: pytest.MonkeyPa
     assert "no AWS credentials" in r.err.strip().splitlines()[-1]
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    assert _only_default_network()
+    assert snapshot() == before
 
 
 def test_plan_needs_no_network(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
@@ -108,19 +105,17 @@ def test_failure_half_way_rolls_back_everything(aws: str, monkeypatch: pytest.Mo
         return real(self, *args, **kwargs)
 
     monkeypatch.setattr(InstanceBackend, "run_instances", refuse_workers)
+    before = snapshot()
     r = infra("up", "--workers", "3")
     assert r.rc == 1
     last = r.err.strip().splitlines()[-1]
     assert "up failed" in last and "InsufficientInstanceCapacity" in last, r.err
     assert "NOT rolled back" not in last
-    run_id = next(
-        tag_map(i)["echoswarm:run"]
-        for res in client("ec2").describe_instances()["Reservations"]
-        for i in res["Instances"]
-    )
+    run_id = state.load()["last_run"]
+    assert run_id and run_id in r.err
     assert len(calls) == 3
     assert leftovers(run_id) == {}
-    assert _only_default_network()
+    assert snapshot() == before
 
 
 def test_sweep_lists_then_removes_old_runs(aws: str) -> None:  # noqa: F811

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from infra.spec import bucket_name
+from infra.spec import bucket_name, new_run_id
 from tests import procs
 from tests.infra_fixtures import (
     aws,  # noqa: F401  (fixture)
@@ -22,7 +22,6 @@ from tests.infra_fixtures import (
     moto_url,  # noqa: F401  (fixture)
 )
 
-RUN_ID = "20261122-000000-node"
 ACCOUNT = "123456789012"  # moto's
 
 
@@ -34,7 +33,8 @@ def free_port() -> int:
 
 @pytest.mark.timeout(90)
 def test_node_roles_run_a_short_test_and_upload_results(aws: str, tmp_path: Path) -> None:  # noqa: F811
-    bucket = bucket_name(ACCOUNT, RUN_ID)
+    run_id = new_run_id()
+    bucket = bucket_name(ACCOUNT, run_id)
     s3 = client("s3")
     s3.create_bucket(
         Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "ap-northeast-1"}
@@ -48,7 +48,7 @@ def test_node_roles_run_a_short_test_and_upload_results(aws: str, tmp_path: Path
     try:
         master_port = free_port()
         config = {
-            "run_id": RUN_ID,
+            "run_id": run_id,
             "locustfile": "locustfiles/audio_stream.py",
             "users": 2,
             "spawn_rate": 2,
@@ -62,7 +62,7 @@ def test_node_roles_run_a_short_test_and_upload_results(aws: str, tmp_path: Path
             "extra": ["--transports", "tcp"],
             "results_dir": str(tmp_path / "node-results"),
             "bucket": bucket,
-            "prefix": f"results/{RUN_ID}/",
+            "prefix": f"results/{run_id}/",
             "region": "ap-northeast-1",
         }
         (tmp_path / "run.json").write_text(json.dumps(config))
@@ -85,12 +85,12 @@ def test_node_roles_run_a_short_test_and_upload_results(aws: str, tmp_path: Path
                 p.stop()
 
     keys = {
-        o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=f"results/{RUN_ID}/")["Contents"]
+        o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=f"results/{run_id}/")["Contents"]
     }
     for name in ("run.json", "summary.csv", "live.json", "events.parquet"):
-        assert f"results/{RUN_ID}/{name}" in keys, keys
+        assert f"results/{run_id}/{name}" in keys, keys
     dest = tmp_path / "fetched"
-    r = infra("fetch", "--run-id", RUN_ID, "--dest", str(dest))
+    r = infra("fetch", "--run-id", run_id, "--dest", str(dest))
     assert r.rc == 0, r.err
     assert f"python -m analysis report {dest}" in r.out
     run = json.loads((dest / "run.json").read_text())
