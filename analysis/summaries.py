@@ -13,21 +13,10 @@ import numpy as np
 import pandas as pd
 
 from analysis.load import Run
+from echoswarm.results import SUMMARY_COLUMNS
 
-TABLE_COLUMNS = [
-    "request_type",
-    "name",
-    "count",
-    "failures",
-    "error_rate",
-    "rps",
-    "mean_ms",
-    "p50_ms",
-    "p90_ms",
-    "p99_ms",
-    "p999_ms",
-    "max_ms",
-]
+# the contract's columns, with the error rate beside the failures
+TABLE_COLUMNS = [*SUMMARY_COLUMNS[:4], "error_rate", *SUMMARY_COLUMNS[4:]]
 
 
 def summary_table(run: Run) -> pd.DataFrame:

@@ -40,6 +40,28 @@ def _wait(p: procs.Proc, timeout: float) -> int:
         p.stop()
 
 
+def _headless(run_dir: Path, *args: str) -> list[str]:
+    """A 4 s headless synthetic run writing its results and Locust's JSON into ``run_dir``."""
+    return [
+        procs.PYTHON,
+        "-m",
+        "locust",
+        "-f",
+        SYNTHETIC,
+        "--headless",
+        "-t",
+        "4s",
+        "--results-dir",
+        str(run_dir),
+        "--json-file",
+        str(run_dir / "locust"),
+        "--only-summary",
+        "--exit-code-on-error",
+        "0",
+        *args,
+    ]
+
+
 def _locust_totals(json_file: Path) -> Counter[tuple[str, str]]:
     return Counter(
         {(e["method"], e["name"]): e["num_requests"] for e in json.loads(json_file.read_text())}
@@ -124,29 +146,7 @@ def test_master_and_two_workers_against_the_tcp_server(
 def test_local_headless_run(tmp_path: Path) -> None:
     run_dir = tmp_path / "local"
     run_dir.mkdir()
-    argv = [
-        procs.PYTHON,
-        "-m",
-        "locust",
-        "-f",
-        SYNTHETIC,
-        "--headless",
-        "-u",
-        "3",
-        "-r",
-        "3",
-        "-t",
-        "4s",
-        "--results-dir",
-        str(run_dir),
-        "--json-file",
-        str(run_dir / "locust"),
-        "--only-summary",
-        "--events-sample-rate",
-        "0.5",
-        "--exit-code-on-error",
-        "0",
-    ]
+    argv = _headless(run_dir, "-u", "3", "-r", "3", "--events-sample-rate", "0.5")
     assert _wait(_locust(argv, tmp_path, "local"), 40) == 0
     run = read_run(run_dir)
     assert run["status"] == "complete" and run["mode"] == "local"
@@ -165,29 +165,7 @@ def test_local_headless_run(tmp_path: Path) -> None:
 def test_processes_run(tmp_path: Path) -> None:
     run_dir = tmp_path / "procs"
     run_dir.mkdir()
-    argv = [
-        procs.PYTHON,
-        "-m",
-        "locust",
-        "-f",
-        SYNTHETIC,
-        "--headless",
-        "--processes",
-        "2",
-        "-u",
-        "4",
-        "-r",
-        "4",
-        "-t",
-        "4s",
-        "--results-dir",
-        str(run_dir),
-        "--json-file",
-        str(run_dir / "locust"),
-        "--only-summary",
-        "--exit-code-on-error",
-        "0",
-    ]
+    argv = _headless(run_dir, "--processes", "2", "-u", "4", "-r", "4")
     assert _wait(_locust(argv, tmp_path, "processes"), 45) == 0
     _check_consistent(run_dir, run_dir / "locust.json")
     run = read_run(run_dir)
@@ -195,7 +173,7 @@ def test_processes_run(tmp_path: Path) -> None:
 
 
 def _long_run(tmp_path: Path, name: str) -> tuple[Path, procs.Proc, procs.Proc]:
-    """A 60 s master + 1 worker run, returned once the master has written events twice."""
+    """A 60 s master + 1 worker run, returned once the master has written events."""
     run_dir = tmp_path / name
     run_dir.mkdir()
     port = _free_port()
@@ -219,7 +197,7 @@ def _long_run(tmp_path: Path, name: str) -> tuple[Path, procs.Proc, procs.Proc]:
     )
     parts = run_dir / "events.parts"
     deadline = epoch_ns() + 40_000_000_000
-    while len(list(parts.glob("part-*.parquet"))) < 2:
+    while not list(parts.glob("part-*.parquet")):
         if master.popen.poll() is not None or epoch_ns() > deadline:
             master.stop()
             worker.stop()
