@@ -7,6 +7,7 @@ import os
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -46,7 +47,7 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., procs.Proc]]:
     """``start_server("tcp", "--model", "asyncio")`` → a listening Proc, stopped at teardown."""
     started: list[procs.Proc] = []
 
-    def _start(kind: str, *args: str, **kw: object) -> procs.Proc:
+    def _start(kind: str, *args: str, **kw: Any) -> procs.Proc:
         p = procs.server(kind, *args, tmp_path=tmp_path / f"{kind}-{len(started)}", **kw)
         started.append(p)
         return p

@@ -6,6 +6,8 @@ generated stubs), --delay-ms, and SIGTERM in the middle of a stream. Every test 
 from __future__ import annotations
 
 import signal
+import struct
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -19,6 +21,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from echoswarm.wire import pattern
 from protos import echo_pb2, echo_pb2_grpc
 from tests import procs
+from tests.conftest import require_tool
 
 SIZES = [0, 1, 31, 32, 3200, 480_032, 4 * 1024 * 1024]
 MiB = 1024 * 1024
@@ -152,6 +155,26 @@ def test_reflection_lists_and_calls_the_service_without_generated_code(
     )
     reply = call(request_cls(seq=42, intended_send_ns=1, sent_ns=2, payload=b"dyn"), timeout=5)
     assert (reply.seq, reply.intended_send_ns, reply.sent_ns, reply.payload) == (42, 1, 2, b"dyn")
+
+
+def test_curl_as_an_outside_grpc_client(server: procs.Proc, tmp_path) -> None:
+    """curl + nghttp2 speak gRPC's wire format (length-prefixed protobuf over HTTP/2) with no
+    gRPC library at all: the reply body must be our request, byte for byte, with status 0."""
+    curl = require_tool("curl")
+    message = frame(9, 3200).SerializeToString()
+    request = tmp_path / "request.bin"
+    request.write_bytes(b"\0" + struct.pack(">I", len(message)) + message)
+    reply = tmp_path / "reply.bin"
+    result = subprocess.run(
+        [curl, "-sS", "-v", "--http2-prior-knowledge", "--max-time", "10", "-X", "POST",
+         "-H", "content-type: application/grpc", "-H", "te: trailers",
+         "--data-binary", f"@{request}", "-o", str(reply),
+         f"http://{server.target}/echoswarm.v1.Echo/Unary"],
+        capture_output=True, text=True, timeout=20,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "< grpc-status: 0" in result.stderr
+    assert reply.read_bytes() == request.read_bytes()
 
 
 @pytest.mark.parametrize("impl", IMPLS)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import socket
 import struct
+import subprocess
 import time
 from collections.abc import Iterator
 
@@ -16,6 +17,7 @@ import websocket
 
 from echoswarm import wire
 from tests import procs
+from tests.conftest import require_tool
 
 FRAME_SIZES = [0, 1, 31, 32, 3200, 480_032, 4 * 1024 * 1024]
 pytestmark = pytest.mark.timeout(60)
@@ -95,6 +97,24 @@ def test_plain_http_gets_a_4xx(echo_server: procs.Proc, request_bytes: bytes) ->
         head = procs.read_http_head(s)
     status = int(head.split(b" ", 2)[1])
     assert 400 <= status < 500, head
+
+
+@pytest.mark.parametrize(
+    "path, upgrade, status",
+    [("/echo", False, 426), ("/other", False, 404), ("/other", True, 404)],
+)
+def test_curl_sees_http_status(
+    echo_server: procs.Proc, path: str, upgrade: bool, status: int
+) -> None:
+    """An HTTP client nobody here wrote: plain requests and upgrade attempts get the status."""
+    curl = require_tool("curl")
+    headers = ["-H", "Connection: Upgrade", "-H", "Upgrade: websocket"] if upgrade else []
+    result = subprocess.run(
+        [curl, "-sS", "--max-time", "10", "-o", "/dev/null", "-w", "%{http_code}", *headers,
+         f"http://{echo_server.target}{path}"],
+        capture_output=True, text=True, timeout=20,
+    )  # fmt: skip
+    assert result.stdout == str(status), result.stderr
 
 
 def test_oversized_message_closes_1009_and_server_keeps_serving(start_server) -> None:
