@@ -63,6 +63,16 @@ def _rate(text: str) -> float:
     return value
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0.0 <= value < 3600.0:
+        raise argparse.ArgumentTypeError(f"{text} is outside 0..3600 s")
+    return value
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -96,7 +106,7 @@ def _add_arguments(parser: Any, **_kw: Any) -> None:
     )
     parser.add_argument(
         "--results-drain-s",
-        type=float,
+        type=_seconds,
         default=10.0,
         include_in_web_ui=False,
         help="how long the master waits at quit for the workers' final reports",

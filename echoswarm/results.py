@@ -174,6 +174,8 @@ class ResultsWriter:
         }
         self.parts = PartWriter(self.dir)
         self.finalized = False
+        # Readers of a run that has only just started see an empty table, not a missing file.
+        write_summary_csv(self.dir / SUMMARY_CSV, [])
         write_json_atomic(self.dir / RUN_JSON, self.meta)
 
     def update(

@@ -122,6 +122,7 @@ class PartWriter:
 
     def __init__(self, run_dir: Path) -> None:
         self.dir = run_dir / PARTS_DIR
+        self.dir.mkdir(parents=True, exist_ok=True)
         self.rows = 0
         self.parts = 0
         existing = sorted(self.dir.glob("part-*.parquet")) if self.dir.exists() else []
