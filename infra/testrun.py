@@ -3,7 +3,6 @@ starting the master's unit), what the run looks like now, and its results brough
 
 from __future__ import annotations
 
-import ast
 import base64
 import json
 import re
@@ -12,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from echoswarm.scenario import ScenarioError, read_servers
 from infra import bucket as s3b
 from infra import instances, prices
 from infra.aws import Cloud, error_code, error_text, ignore_missing, poll, progress
@@ -21,6 +21,7 @@ from infra.userdata import MASTER_CONFIG, MASTER_UNIT, server_config_path, serve
 ROOT = Path(__file__).resolve().parent.parent
 NODE_RESULTS = "/var/lib/echoswarm/results"
 TERMINAL = {"Success", "Failed", "Cancelled", "TimedOut", "DeliveryTimedOut", "Undeliverable"}
+WORKERS_MAX_WAIT_S = 600  # worker nodes still installing when the test starts
 SSM_READY_TIMEOUT = 900.0  # a fresh node installs Python and the requirements first
 TIMESPAN_RE = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s?)?$")
 
@@ -35,25 +36,22 @@ def timespan_seconds(text: str) -> int:
 
 
 def declared_servers(locustfile: Path) -> list[dict[str, Any]]:
-    """The locustfile's ``ECHOSWARM_SERVERS`` literal (read, never imported)."""
+    """The servers the locustfile declares (read by :mod:`echoswarm.scenario`, never imported).
+
+    On EC2 each kind has one fixed port on the server node, so a kind may appear once.
+    """
     try:
-        tree = ast.parse(locustfile.read_text(), filename=str(locustfile))
-    except (OSError, SyntaxError) as e:
-        raise UsageError(f"{locustfile}: cannot read it ({e})") from None
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and any(
-            isinstance(t, ast.Name) and t.id == "ECHOSWARM_SERVERS" for t in node.targets
-        ):
-            try:
-                value = ast.literal_eval(node.value)
-            except ValueError:
-                raise UsageError(f"{locustfile}: ECHOSWARM_SERVERS is not a literal") from None
-            if not isinstance(value, list) or not all(
-                isinstance(s, dict) and "kind" in s and "option" in s for s in value
-            ):
-                raise UsageError(f"{locustfile}: ECHOSWARM_SERVERS must be a list of dicts")
-            return value
-    return []
+        specs = read_servers(locustfile)
+    except ScenarioError as e:
+        raise UsageError(str(e)) from None
+    kinds = [s.kind for s in specs]
+    repeated = sorted({k for k in kinds if kinds.count(k) > 1})
+    if repeated:
+        raise UsageError(
+            f"{locustfile}: declares {', '.join(repeated)} more than once; on EC2 the server "
+            "node runs one server per kind"
+        )
+    return [{"kind": s.kind, "option": s.option, "args": list(s.args)} for s in specs]
 
 
 def _shell_write(path: str, data: dict[str, Any]) -> str:
@@ -119,6 +117,14 @@ def live_line(cloud: Cloud, bucket: str, run_id: str) -> str:
     return " ".join(f"{k}={live[k]}" for k in keys if k in live)
 
 
+def _locust_workers(cloud: Cloud, workers: list[instances.Node]) -> int:
+    """Locust worker processes to expect: each node runs one per vCPU (``--processes auto``)."""
+    types = sorted({n.instance_type for n in workers})
+    resp = cloud.ec2.describe_instance_types(InstanceTypes=types)["InstanceTypes"]
+    vcpus = {t["InstanceType"]: int(t["VCpuInfo"]["DefaultVCpus"]) for t in resp}
+    return sum(max(1, vcpus.get(n.instance_type, 1)) for n in workers)
+
+
 def run(
     cloud: Cloud,
     run_id: str,
@@ -164,7 +170,7 @@ def run(
         "users": users,
         "spawn_rate": spawn_rate,
         "run_time": run_time,
-        "expect_workers": len(workers),
+        "expect_workers": _locust_workers(cloud, workers),
         "bind_host": "0.0.0.0",
         "bind_port": 5557,
         "servers": [
@@ -176,7 +182,8 @@ def run(
             }
             for s in wanted
         ],
-        "extra": extra,
+        # A worker node that never comes up must fail the test, not hang it.
+        "extra": ["--expect-workers-max-wait", str(WORKERS_MAX_WAIT_S), *extra],
         "results_dir": f"{NODE_RESULTS}/{run_id}",
         "bucket": bucket,
         "prefix": results_prefix(run_id),

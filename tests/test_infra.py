@@ -67,7 +67,8 @@ def test_full_cycle_up_status_run_fetch_down(aws: str, tmp_path: Path) -> None: 
     assert r.rc == 0, r.err
     config = _sent_master_config()
     server_ip = roles["server"][0]["PrivateIpAddress"]
-    assert config["expect_workers"] == 2
+    assert config["expect_workers"] == 4  # 2 nodes × 2 vCPUs (c7i.large), one process each
+    assert config["extra"] == ["--expect-workers-max-wait", "600"]
     assert config["servers"] == [
         {"kind": "tcp", "option": "--tcp-target", "host": server_ip, "port": 7777},
         {"kind": "ws", "option": "--ws-url", "host": server_ip, "port": 8765},
