@@ -403,18 +403,37 @@ class SyncEcho(echo_pb2_grpc.EchoServicer):
             return
         backlog: queue.Queue[tuple[int, echo_pb2.Frame] | None] = queue.Queue(BIDI_BACKLOG)
 
+        def put(item: tuple[int, echo_pb2.Frame] | None) -> bool:
+            # Blocks while the backlog is full, but gives up once the call is over, so a
+            # cancelled stream cannot strand this thread on a queue nobody drains.
+            while context.is_active():
+                try:
+                    backlog.put(item, timeout=0.5)
+                    return True
+                except queue.Full:
+                    pass
+            return False
+
         def read() -> None:
             try:
                 for frame in request_iterator:
-                    backlog.put((time.monotonic_ns(), frame))
+                    if not put((time.monotonic_ns(), frame)):
+                        return
             except Exception:  # the call was cancelled or the client vanished
                 log.debug("bidi reader ended", exc_info=True)
-            finally:
-                backlog.put(None)
+            put(None)
 
         # A helper thread (not from the pool) reads, so replies are timed from arrivals.
         threading.Thread(target=read, name="bidi-reader", daemon=True).start()
-        while (item := backlog.get()) is not None:
+        while True:
+            try:
+                item = backlog.get(timeout=0.5)
+            except queue.Empty:
+                if context.is_active() and not self.stopping.is_set():
+                    continue
+                return
+            if item is None:
+                return
             if not self._wait_until(item[0] + self.delay_ns) or not context.is_active():
                 return
             yield item[1]

@@ -218,7 +218,11 @@ class Echo:
             return message
         if self.reply_before:
             await self.background.acquire()
-            job = self._submit(bytes(payload))
+            try:
+                job = self._submit(bytes(payload))
+            except BaseException:  # e.g. a broken pool refuses work: give the slot back
+                self.background.release()
+                raise
             job.add_done_callback(self._background_done)
             result: dict[str, Any] = {"bytes": len(payload), "status": "accepted"}
         else:

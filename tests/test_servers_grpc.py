@@ -203,6 +203,26 @@ def test_delay_is_honoured_and_does_not_serialise_pipelined_replies(
 
 
 @pytest.mark.parametrize("impl", IMPLS)
+def test_cancelled_delayed_streams_release_their_workers(start_server, impl: str) -> None:
+    """With 4 worker threads, 12 abandoned delayed Bidi streams must not use them up."""
+    p = start_server("grpc", "--impl", impl, "--threads", "4", "--delay-ms", "20")
+    with grpc.insecure_channel(p.target) as ch:
+        stub = echo_pb2_grpc.EchoStub(ch)
+        for k in range(12):
+            gate = threading.Event()
+
+            def requests(gate: threading.Event) -> Iterator[echo_pb2.Frame]:
+                yield from (frame(i, 100) for i in range(3))
+                gate.wait(10)  # hold the stream open until the client cancels it
+
+            call = stub.Bidi(requests(gate), timeout=10)
+            assert next(call).seq == 0, k
+            call.cancel()
+            gate.set()
+        assert stub.Unary(frame(99, 10), timeout=5).seq == 99
+
+
+@pytest.mark.parametrize("impl", IMPLS)
 def test_sigterm_mid_stream_ends_cleanly(start_server, impl: str) -> None:
     p = start_server("grpc", "--impl", impl, "--grace-s", "0.3")
     with grpc.insecure_channel(p.target) as ch:
