@@ -1,7 +1,7 @@
 """Per-process recording: samples → per-second HDR histograms + an events batch → a *report*.
 
 This is the hot path (every sample of every worker passes through :meth:`Recorder.record`), so
-it does the least possible per sample: a dict lookup, one or two ``record_value`` calls, a few
+it does the least possible per sample: a dict lookup, one or two ``hdr.record_us`` calls, a few
 integer additions and (when the sampling accumulator says so) one list append of the Sample
 object itself. Everything else — column building, Arrow encoding, histogram encoding — happens
 once per report (every few seconds) in :meth:`Recorder.harvest`.
@@ -93,18 +93,18 @@ class Recorder:
             h = cur.latency
             if h is None:
                 h = cur.latency = hdr.new_histogram()
-            h.record_value(hdr.clamp_us(s.latency_ns))
+            hdr.record_us(h, hdr.clamp_us(s.latency_ns))
             if s.intended_ns and s.sent_ns:
                 lag = cur.lag
                 if lag is None:
                     lag = cur.lag = hdr.new_histogram()
-                lag.record_value(hdr.clamp_us(s.sent_ns - s.intended_ns))
+                hdr.record_us(lag, hdr.clamp_us(s.sent_ns - s.intended_ns))
         else:
             row.failures += 1
             f = cur.failed
             if f is None:
                 f = cur.failed = hdr.new_histogram()
-            f.record_value(hdr.clamp_us(s.latency_ns))
+            hdr.record_us(f, hdr.clamp_us(s.latency_ns))
         self._offered += 1
         self._acc += self._rate
         if self._acc >= 1.0:

@@ -178,3 +178,19 @@ def test_tags_round_trip_names_with_spaces_and_slashes() -> None:
         assert hdr.row_of(hdr.tag_of(row)) == row
         assert "," not in hdr.tag_of(row) and " " not in hdr.tag_of(row)
     assert math.isnan(hdr.percentiles_ms(hdr.new_histogram())[50.0])
+
+
+def test_inlined_record_matches_the_library() -> None:
+    rng = np.random.default_rng(3)
+    edges = [1, 2, 2047, 2048, 2049, 4095, 4096, 60_000_000]
+    values = [
+        *rng.integers(1, 5_000, 5_000).tolist(),
+        *rng.integers(1, 60_000_001, 5_000).tolist(),
+        *edges,
+    ]
+    ours, theirs = hdr.new_histogram(), hdr.new_histogram()
+    for v in values:
+        hdr.record_us(ours, v)
+        theirs.record_value(v)
+    assert ours.encode() == theirs.encode()
+    assert (ours.get_min_value(), ours.get_max_value()) == (1, theirs.get_max_value())
