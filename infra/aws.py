@@ -39,6 +39,8 @@ class Cloud:
     def __init__(self, region: str, profile: str | None = None) -> None:
         try:
             core = botocore.session.Session(profile=profile)
+            if profile and profile not in core.available_profiles:
+                raise botocore.exceptions.ProfileNotFound(profile=profile)
             # One parsed copy of the service models per process (parsing EC2's is ~1 s).
             core.register_component("data_loader", _LOADER)
             self.session = boto3.Session(botocore_session=core, region_name=region)

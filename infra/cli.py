@@ -134,6 +134,8 @@ def plan_lines(spec: RunSpec, region: str, run_id: str) -> list[str]:
     nodes = spec.workers + 2
     costs.append(prices.Line("public IPv4 + root volume", nodes, prices.node_overhead_hourly()))
     lines.append(f"  {nodes} × public IPv4 + root volume: {prices.money(costs[-1].hourly)}/h each")
+    if region != prices.REGION:
+        lines.append(f"  (the price table is {prices.REGION}'s; {region} differs somewhat)")
     hourly = prices.total(costs)
     lines.append(
         f"estimated cost: {prices.money(hourly)}/hour; at most "
@@ -232,6 +234,9 @@ def main(argv: list[str] | None = None) -> int:
     except InfraError as e:
         print(f"python -m infra {args.cmd}: {e}", file=sys.stderr)
         return 1
+    except botocore.exceptions.ProfileNotFound as e:
+        print(f"python -m infra {args.cmd}: --profile: {e}", file=sys.stderr)
+        return 2
     except botocore.exceptions.NoCredentialsError:
         print(f"python -m infra {args.cmd}: no AWS credentials found", file=sys.stderr)
         return 1

@@ -105,6 +105,13 @@ def delete_profile(cloud: Cloud, run_id: str) -> None:
     """Profile, then role (its inline policies first); each step tolerates "already gone"."""
     iam = cloud.iam
     rname = role_name(run_id)
+    role = ignore_missing(iam.get_role, RoleName=rname, codes=_GONE)
+    region = {t["Key"]: t["Value"] for t in (role or {}).get("Role", {}).get("Tags", [])}.get(
+        TAG_REGION, cloud.region
+    )
+    if region != cloud.region:  # IAM is global: never pull the role from under a live run
+        progress(f"  kept IAM role {rname}: it belongs to the run's nodes in {region}")
+        return
     prof = ignore_missing(iam.get_instance_profile, InstanceProfileName=rname, codes=_GONE)
     if prof is not None:
         for r in prof["InstanceProfile"].get("Roles", []):

@@ -131,3 +131,34 @@ def test_sweep_lists_then_removes_old_runs(aws: str) -> None:  # noqa: F811
     assert gone.rc == 0, gone.err
     assert leftovers(run_id) == {}
     assert infra("sweep", "--older-than", "0").out == ""
+
+
+def test_missing_permission_found_by_dry_run_before_anything_exists(
+    aws: str,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """EC2 answers the DryRun RunInstances with UnauthorizedOperation (as for a user without
+    ec2:RunInstances): one line naming it, exit 1, nothing created."""
+    from moto.ec2.exceptions import EC2ClientError
+    from moto.ec2.responses.instances import InstanceResponse
+
+    real = InstanceResponse.run_instances
+
+    def unauthorized(self):  # runs inside the moto server
+        if self._get_param("DryRun", False):
+            raise EC2ClientError("UnauthorizedOperation", "You are not authorized (injected)")
+        return real(self)
+
+    monkeypatch.setattr(InstanceResponse, "run_instances", unauthorized)
+    before = snapshot()
+    r = infra("up")
+    assert r.rc == 1
+    last = r.err.strip().splitlines()[-1]
+    assert "missing permission" in last and "UnauthorizedOperation" in last, r.err
+    assert snapshot() == before
+
+
+def test_unknown_profile_is_a_usage_error(aws: str) -> None:  # noqa: F811
+    r = infra("up", "--profile", "no-such-profile")
+    assert r.rc == 2
+    assert len(r.err.strip().splitlines()) == 1 and "no-such-profile" in r.err, r.err
