@@ -113,8 +113,15 @@ def live_line(cloud: Cloud, bucket: str, run_id: str) -> str:
         live = json.loads(body["Body"].read())
     except Exception:
         return ""
-    keys = ("elapsed", "users", "workers", "msgs_per_s", "failures")
-    return " ".join(f"{k}={live[k]}" for k in keys if k in live)
+    parts = [str(live.get("state", "?"))]
+    if isinstance(live.get("elapsed_s"), (int, float)):
+        parts.append(f"{live['elapsed_s']:.0f} s")
+    for key in ("workers", "users", "count", "failures"):
+        if key in live:
+            parts.append(f"{key}={live[key]}")
+    if isinstance(live.get("rps"), (int, float)):
+        parts.append(f"{live['rps']:.0f} msg/s")
+    return " ".join(parts)
 
 
 def _locust_workers(cloud: Cloud, workers: list[instances.Node]) -> int:

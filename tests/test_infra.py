@@ -87,6 +87,7 @@ def test_full_cycle_up_status_run_fetch_down(aws: str, tmp_path: Path) -> None: 
     writer = (
         "import json, pathlib, sys; d = pathlib.Path(sys.argv[1]); "
         "(d / 'run.json').write_text(json.dumps({'status': 'complete'})); "
+        "(d / 'live.json').write_text(json.dumps({'state': 'stopped', 'workers': 4})); "
         "(d / 'histograms').mkdir(); (d / 'histograms' / 'latency.hlog').write_text('x'); "
         "(d / 'summary.csv').write_text('request_type,name,count\\ntcp,msg,10\\n')"
     )
@@ -96,7 +97,9 @@ def test_full_cycle_up_status_run_fetch_down(aws: str, tmp_path: Path) -> None: 
     f = infra("fetch", "--dest", str(dest))
     assert f.rc == 0, f.err
     got = sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file())
-    assert got == ["histograms/latency.hlog", "run.json", "summary.csv"]
+    assert got == ["histograms/latency.hlog", "live.json", "run.json", "summary.csv"]
+    st = infra("status")
+    assert "master sees: stopped workers=4" in st.out, st.out
     assert json.loads((dest / "run.json").read_text()) == {"status": "complete"}
 
     for _ in range(2):  # down is idempotent
