@@ -279,7 +279,7 @@ class Collector:
         if self.writer is None or self.writer.finalized:
             return
         if self.recorder is not None and self.role == "local":
-            self.agg.merge("local", 0, self.recorder.harvest(), self._now_s())
+            self.agg.merge("local", 0, self.recorder.harvest(wire=False), self._now_s())
         self._note_missing()
         now = self._now_s()
         self._update_recent(now)
@@ -292,7 +292,7 @@ class Collector:
             self._ticker.kill(block=False)
         now = self._now_s()
         if self.recorder is not None and self.role == "local":
-            self.agg.merge("local", 0, self.recorder.harvest(final=True), now)
+            self.agg.merge("local", 0, self.recorder.harvest(final=True, wire=False), now)
         started = self.writer is not None
         if self.writer is None:
             self.writer = ResultsWriter(self._run_dir(now), self._meta(), now)

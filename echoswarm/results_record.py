@@ -28,11 +28,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import pyarrow as pa
 from hdrh.histogram import HdrHistogram
 
 from echoswarm import hdr
 from echoswarm.measure import Sample, to_epoch_ns
-from echoswarm.results_events import encode_batch
+from echoswarm.results_events import encode_batch, row_batches
 
 REPORT_VERSION = 1
 KINDS = ("latency", "failed", "lag")
@@ -129,8 +130,12 @@ class Recorder:
         """Samples recorded since the last harvest."""
         return sum(r.count for r in self._rows.values())
 
-    def harvest(self, final: bool = False) -> dict[str, Any]:
-        """Everything recorded since the last harvest, as a report; resets the interval."""
+    def harvest(self, final: bool = False, wire: bool = True) -> dict[str, Any]:
+        """Everything recorded since the last harvest, as a report; resets the interval.
+
+        ``wire=False`` (a local run, merged in the same process) leaves the events as Arrow
+        batches instead of a compressed IPC stream.
+        """
         rows = []
         hists = []
         groups = []
@@ -146,7 +151,9 @@ class Recorder:
             groups.append((rt, name, row.events))
         self._rows = {}
         batch_rate = self._rate
-        events = encode_batch(groups, batch_rate) if self._kept else None
+        events: bytes | list[pa.RecordBatch] | None = None
+        if self._kept:
+            events = encode_batch(groups, batch_rate) if wire else row_batches(groups, batch_rate)
         report: dict[str, Any] = {
             "v": REPORT_VERSION,
             "final": final,

@@ -194,3 +194,17 @@ def test_inlined_record_matches_the_library() -> None:
         theirs.record_value(v)
     assert ours.encode() == theirs.encode()
     assert (ours.get_min_value(), ours.get_max_value()) == (1, theirs.get_max_value())
+
+
+def test_local_reports_skip_the_wire_and_merge_the_same() -> None:
+    wired, local = Aggregate(), Aggregate()
+    t0 = now_ns()
+    for agg, wire in ((wired, True), (local, False)):
+        rec = Recorder()
+        for s in _samples(np.arange(1, 3_001) * 7, t0, fail_every=10):
+            rec.record(s)
+        report = rec.harvest(final=True, wire=wire)
+        agg.merge("local", 0, _ship(report) if wire else report, 0.0)
+    assert wired.summary(1.0) == local.summary(1.0)
+    a, b = (pa.Table.from_batches(x.take_batches()) for x in (wired, local))
+    assert a.equals(b) and a.num_rows == 3_000
