@@ -23,6 +23,7 @@ Run it (from the repository root):
 
 import locust  # noqa: F401,I001  (gevent monkey-patching first)
 
+import echoswarm.sweep_autostop  # noqa: F401  (the test ends when every user is done)
 from echoswarm.users.tcp import TcpUser
 
 ECHOSWARM_SERVERS = [{"kind": "tcp", "option": "--tcp-target", "args": ["--model", "asyncio"]}]
