@@ -48,6 +48,12 @@ def test_full_cycle_up_status_run_fetch_down(aws: str, tmp_path: Path) -> None: 
     roles = by_role(run_id)
     assert {k: len(v) for k, v in roles.items()} == {"server": 1, "master": 1, "worker": 2}
     ids = sorted(i["InstanceId"] for v in roles.values() for i in v)
+    master_ip = roles["master"][0]["PrivateIpAddress"]
+    for w in roles["worker"]:
+        ud = client("ec2").describe_instance_attribute(
+            InstanceId=w["InstanceId"], Attribute="userData"
+        )
+        assert f"--master-host {master_ip} " in base64.b64decode(ud["UserData"]["Value"]).decode()
 
     again = infra(
         "up", "--run-id", run_id, "--workers", "2", "--servers", "tcp,ws", "--allow-cidr", CIDR

@@ -162,3 +162,35 @@ def test_unknown_profile_is_a_usage_error(aws: str) -> None:  # noqa: F811
     r = infra("up", "--profile", "no-such-profile")
     assert r.rc == 2
     assert len(r.err.strip().splitlines()) == 1 and "no-such-profile" in r.err, r.err
+
+
+def test_down_cleans_up_after_a_partial_up_that_could_not_roll_back(
+    aws: str,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """As if ``up`` died half way (killed, laptop closed): the run's tags let ``down`` find
+    and remove what exists, whatever step it stopped at."""
+    from moto.ec2.exceptions import EC2ClientError
+    from moto.ec2.models.instances import InstanceBackend
+
+    from infra.ledger import Ledger
+
+    real = InstanceBackend.run_instances
+    calls = []
+
+    def refuse_master(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise EC2ClientError("InsufficientInstanceCapacity", "injected")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(InstanceBackend, "run_instances", refuse_master)
+    monkeypatch.setattr(Ledger, "rollback", lambda self: [])  # the process "died": no undo
+    assert infra("up", "--workers", "1").rc == 1
+    run_id = state.load()["last_run"]
+    left = leftovers(run_id)
+    assert {"instances", "groups", "vpcs", "roles", "buckets"} <= set(left), left
+    monkeypatch.setattr(InstanceBackend, "run_instances", real)
+    d = infra("down", "--purge")
+    assert d.rc == 0, d.err
+    assert leftovers(run_id) == {}
