@@ -5,6 +5,7 @@ generated stubs), --delay-ms, and SIGTERM in the middle of a stream. Every test 
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import struct
 import subprocess
@@ -51,6 +52,13 @@ def channel(server: procs.Proc) -> Iterator[grpc.Channel]:
 @pytest.fixture
 def stub(channel: grpc.Channel) -> echo_pb2_grpc.EchoStub:
     return echo_pb2_grpc.EchoStub(channel)
+
+
+@contextlib.contextmanager
+def echo_stub(p: procs.Proc) -> Iterator[echo_pb2_grpc.EchoStub]:
+    with grpc.insecure_channel(p.target, options=CHANNEL_OPTIONS) as ch:
+        grpc.channel_ready_future(ch).result(timeout=10)
+        yield echo_pb2_grpc.EchoStub(ch)
 
 
 def frame(seq: int, size: int) -> echo_pb2.Frame:
@@ -182,9 +190,7 @@ def test_delay_is_honoured_and_does_not_serialise_pipelined_replies(
     start_server, impl: str
 ) -> None:
     p = start_server("grpc", "--impl", impl, "--delay-ms", "50")
-    with grpc.insecure_channel(p.target) as ch:
-        stub = echo_pb2_grpc.EchoStub(ch)
-        grpc.channel_ready_future(ch).result(timeout=10)
+    with echo_stub(p) as stub:
         stub.Unary(frame(0, 1), timeout=5)  # warm the connection
         t0 = time.monotonic_ns()
         stub.Unary(frame(1, 32), timeout=5)
@@ -206,8 +212,7 @@ def test_delay_is_honoured_and_does_not_serialise_pipelined_replies(
 def test_cancelled_delayed_streams_release_their_workers(start_server, impl: str) -> None:
     """With 4 worker threads, 12 abandoned delayed Bidi streams must not use them up."""
     p = start_server("grpc", "--impl", impl, "--threads", "4", "--delay-ms", "20")
-    with grpc.insecure_channel(p.target) as ch:
-        stub = echo_pb2_grpc.EchoStub(ch)
+    with echo_stub(p) as stub:
         for k in range(12):
             gate = threading.Event()
 
@@ -225,8 +230,7 @@ def test_cancelled_delayed_streams_release_their_workers(start_server, impl: str
 @pytest.mark.parametrize("impl", IMPLS)
 def test_sigterm_mid_stream_ends_cleanly(start_server, impl: str) -> None:
     p = start_server("grpc", "--impl", impl, "--grace-s", "0.3")
-    with grpc.insecure_channel(p.target) as ch:
-        stub = echo_pb2_grpc.EchoStub(ch)
+    with echo_stub(p) as stub:
         stream = stub.ServerStream(
             echo_pb2.StreamRequest(count=100_000, payload_bytes=100, interval_ms=10), timeout=30
         )
@@ -250,8 +254,7 @@ def test_sigterm_lets_a_short_stream_finish_within_the_grace_period(
     start_server, impl: str
 ) -> None:
     p = start_server("grpc", "--impl", impl, "--grace-s", "10")
-    with grpc.insecure_channel(p.target) as ch:
-        stub = echo_pb2_grpc.EchoStub(ch)
+    with echo_stub(p) as stub:
         req = echo_pb2.StreamRequest(count=5, payload_bytes=10, interval_ms=60)
         stream = stub.ServerStream(req, timeout=10)
         assert next(stream).seq == 0
@@ -265,8 +268,7 @@ def test_sigterm_lets_a_short_stream_finish_within_the_grace_period(
 @pytest.mark.parametrize("impl", IMPLS)
 def test_message_over_limit_is_refused_and_server_keeps_serving(start_server, impl: str) -> None:
     p = start_server("grpc", "--impl", impl, "--max-message-bytes", "4096")
-    with grpc.insecure_channel(p.target, options=CHANNEL_OPTIONS) as ch:
-        stub = echo_pb2_grpc.EchoStub(ch)
+    with echo_stub(p) as stub:
         with pytest.raises(grpc.RpcError) as info:
             stub.Unary(frame(0, 8192), timeout=5)
         assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
@@ -277,8 +279,7 @@ def test_many_concurrent_bidi_streams(server: procs.Proc) -> None:
     """Dozens of open streams at once (the sync impl holds a thread for each)."""
     n, per_stream = 40, 20
     errors: list[BaseException] = []
-    with grpc.insecure_channel(server.target) as ch:
-        stub = echo_pb2_grpc.EchoStub(ch)
+    with echo_stub(server) as stub:
         barrier = threading.Barrier(n)
 
         def one(k: int) -> None:
