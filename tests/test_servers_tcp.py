@@ -5,6 +5,7 @@ process left), the LISTENING line and usage errors. The same tests run against e
 
 from __future__ import annotations
 
+import os
 import random
 import re
 import select
@@ -20,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 import psutil
 import pytest
 
+from servers.tcp import CONNECTION_LIMITED
 from servers.tcp import MODELS as TCP_MODELS
 from tests import procs
 
@@ -317,3 +319,129 @@ def test_port_in_use_is_one_line_exit_2(model: str) -> None:
     assert result.stdout == ""
     assert "already in use" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+# -- robustness of the process models and the wait loops --------------------------------------
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_stop_and_continue_interrupts_are_retried(
+    model: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """SIGSTOP/SIGCONT make Linux return EINTR from poll/select/epoll_wait even without a
+    handler: every model must carry on mid-conversation (PEP 475 retries), not fail."""
+    p = procs.server("tcp", "--model", model, tmp_path=tmp_path_factory.mktemp("eintr"))
+    try:
+        with connect(p.port) as sock:
+            for i in range(15):
+                sock.sendall(b"before %d" % i)
+                os.killpg(p.pid, signal.SIGSTOP)
+                os.killpg(p.pid, signal.SIGCONT)
+                assert recv_exactly(sock, len(b"before %d" % i)) == b"before %d" % i
+        assert_still_serving(p.port)
+        assert "Traceback" not in p.stderr_text()
+    finally:
+        assert p.stop() == 0
+
+
+@pytest.mark.parametrize("model", CONNECTION_LIMITED)
+def test_max_connections_leaves_the_rest_in_the_backlog(
+    model: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    p = procs.server(
+        "tcp", "--model", model, "--max-connections", "2", tmp_path=tmp_path_factory.mktemp("max")
+    )
+    try:
+        first, second, third = connect(p.port), connect(p.port), connect(p.port)
+        assert echo(first, b"one") == b"one"
+        assert echo(second, b"two") == b"two"
+        third.sendall(b"three")
+        assert not readable_within(third, 0.3), "a third connection was served despite the limit"
+        first.close()
+        assert recv_exactly(third, 5) == b"three"
+        second.close()
+        third.close()
+    finally:
+        assert p.stop() == 0
+
+
+@pytest.mark.parametrize("model", ["fork", "prefork"])
+def test_children_die_with_a_killed_parent(
+    model: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Even SIGKILL on the parent (no chance to clean up) leaves no orphan echo process."""
+    p = procs.server(
+        "tcp", "--model", model, "--workers", "2", tmp_path=tmp_path_factory.mktemp("orphan")
+    )
+    with connect(p.port) as sock:
+        assert echo(sock, b"hi") == b"hi"
+        children = psutil.Process(p.pid).children()
+        assert children
+        p.popen.kill()
+        p.popen.wait(timeout=10)
+        _, alive = psutil.wait_procs(children, timeout=10)
+    p.stop()
+    assert not alive, f"orphans left: {alive}"
+
+
+def test_prefork_replaces_killed_workers(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Killing every worker — one of them holds the accept lock — must not wedge the server:
+    the kernel drops a dead process's lockf lock and the parent starts replacements."""
+    p = procs.server(
+        "tcp", "--model", "prefork", "--workers", "3", tmp_path=tmp_path_factory.mktemp("pf")
+    )
+    try:
+        parent = psutil.Process(p.pid)
+        old = parent.children()
+        assert len(old) == 3
+        for worker in old:
+            worker.kill()
+        psutil.wait_procs(old, timeout=10)
+        assert_still_serving(p.port)
+        deadline = time.monotonic() + 10
+        while len(parent.children()) != 3 and time.monotonic() < deadline:
+            psutil.wait_procs(parent.children(), timeout=0.1)
+        assert len(parent.children()) == 3
+        assert not {c.pid for c in old} & {c.pid for c in parent.children()}
+    finally:
+        assert p.stop() == 0
+
+
+@pytest.mark.parametrize("model", ["asyncio", "uvloop", "select", "epoll", "thread"])
+def test_running_out_of_descriptors_refuses_cleanly(
+    model: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """With RLIMIT_NOFILE pinned low, surplus clients get a clean close (not a hang), the
+    server neither crashes nor spins on its readable listener, and it serves again after."""
+    argv = ["prlimit", "--nofile=64:64", procs.PYTHON, "-m", "servers", "tcp", "--port", "0"]
+    p = procs.start([*argv, "--model", model], tmp_path=tmp_path_factory.mktemp("emfile"))
+    try:
+        socks = [connect(p.port) for _ in range(100)]
+        for sock in socks:
+            sock.sendall(b"ping")
+        served = refused = 0
+        for sock in socks:
+            try:
+                got = sock.recv(4)
+            except ConnectionResetError:
+                got = b""
+            served += got == b"ping"
+            refused += got == b""
+        assert served >= 20 and refused >= 20 and served + refused == len(socks)
+        for sock in socks:
+            sock.close()
+        # Until the server has seen those closes it is still at its limit and refuses clients.
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                assert_still_serving(p.port)
+                break
+            except (ConnectionResetError, AssertionError):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)  # poll the condition; the deadline bounds it
+        warnings = p.stderr_text().count("out of file descriptors")
+        assert 0 < warnings <= refused + 200, "a level-triggered loop spun on EMFILE"
+        assert "Traceback" not in p.stderr_text()
+    finally:
+        assert p.stop() == 0

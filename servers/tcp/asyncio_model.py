@@ -99,6 +99,21 @@ class EchoProtocol(asyncio.Protocol):
         self.done(self)
 
 
+async def readable(sock: socket.socket) -> None:
+    loop = asyncio.get_running_loop()
+    ready: asyncio.Future[None] = loop.create_future()
+
+    def wake() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    loop.add_reader(sock, wake)
+    try:
+        await ready
+    finally:
+        loop.remove_reader(sock)
+
+
 async def _serve(listener: socket.socket, cfg: Config, early: Stop, ready: Ready) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -122,10 +137,13 @@ async def _serve(listener: socket.socket, cfg: Config, early: Stop, ready: Ready
             except (ConnectionAbortedError, BlockingIOError):
                 slots.release()
                 continue
-            except OSError as exc:  # EMFILE: leave it queued a moment rather than spin
+            except OSError as exc:
                 slots.release()
-                log.warning("accept failed: %s", exc)
-                await asyncio.sleep(0.1)
+                sockets.accept_failed(listener, exc)
+                # Linux fails accept() with EMFILE even when nothing is queued, and sock_accept
+                # tries accept() before waiting, so retrying at once would spin without ever
+                # yielding to the loop. Wait until a client is really queued.
+                await readable(listener)
                 continue
             await start(conn)
 

@@ -7,9 +7,12 @@ RLIMIT_NOFILE so 1,000+ connections fit.
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import resource
 import socket
+import threading
 from pathlib import Path
 
 from servers.common import bind_error
@@ -66,6 +69,7 @@ def listen(host: str, port: int, backlog: int) -> socket.socket:
     # Non-blocking so that every model can wait for "listener readable OR stop requested" and
     # never sits in a blocking accept() that a shutdown cannot interrupt.
     sock.setblocking(False)
+    _spare.reserve()
     granted = effective_backlog(backlog)
     log.info("backlog %d requested, %d granted (somaxconn %s)", backlog, granted, somaxconn())
     return sock
@@ -83,18 +87,62 @@ def prepare_accepted(conn: socket.socket) -> None:
         log.debug("TCP_NODELAY on fd %d failed: %s", conn.fileno(), exc)
 
 
+class _SpareDescriptor:
+    """One descriptor held in reserve for running out of them (EMFILE/ENFILE).
+
+    A level-triggered loop whose accept() keeps failing would spin on a listener that stays
+    readable. Instead we free the spare, accept the pending client, close it at once (it sees a
+    clean EOF rather than a hang) and take the spare back.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._fd: int | None = None
+
+    def reserve(self) -> None:
+        with self._lock:
+            if self._fd is None:
+                try:
+                    self._fd = os.open(os.devnull, os.O_RDONLY)
+                except OSError:
+                    pass
+
+    def shed(self, listener: socket.socket) -> None:
+        with self._lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+            try:
+                conn, _ = listener.accept()
+                conn.close()
+            except OSError:
+                pass
+        self.reserve()
+
+
+_spare = _SpareDescriptor()
+
+
 def accept(listener: socket.socket) -> socket.socket | None:
     """Accept one pending connection (non-blocking), prepared; None if none is pending.
 
-    ECONNABORTED and friends mean a client gave up while queued: not our error, just skip it.
+    ECONNABORTED means a client gave up while queued: not our error, just skip it.
     """
     try:
         conn, _ = listener.accept()
     except (BlockingIOError, ConnectionAbortedError):
         return None
     except OSError as exc:
-        # EMFILE/ENFILE: out of descriptors; log, leave it queued and let the caller retry later.
-        log.warning("accept failed: %s", exc)
+        accept_failed(listener, exc)
         return None
     prepare_accepted(conn)
     return conn
+
+
+def accept_failed(listener: socket.socket, exc: OSError) -> None:
+    """Handle an accept() error other than "nothing pending" without crashing or spinning."""
+    if exc.errno in (errno.EMFILE, errno.ENFILE):
+        log.warning("out of file descriptors (RLIMIT_NOFILE): refused a connection")
+        _spare.shed(listener)
+    else:  # ENOBUFS, ENOMEM, EPROTO...: transient, the next attempt may succeed
+        log.warning("accept failed: %s", exc)
