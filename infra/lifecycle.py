@@ -17,6 +17,8 @@ def preflight(cloud: Cloud, spec: RunSpec) -> dict[str, dict[str, Any]]:
     """Every check that can fail before anything exists; returns {instance type: AMI image}."""
     progress(f"checking credentials, instance types and permissions in {cloud.region}")
     _ = cloud.account
+    if spec.subnet_id:
+        network.existing_subnet(cloud, spec.subnet_id)
     archs = instances.architectures(cloud, {spec.worker_type, spec.master_type, spec.server_type})
     images = {arch: instances.resolve_ami(cloud, arch) for arch in set(archs.values())}
     for itype, arch in sorted(archs.items()):

@@ -62,16 +62,20 @@ def pick_zone(cloud: Cloud, instance_types: set[str]) -> str:
     return good[0]
 
 
+def existing_subnet(cloud: Cloud, subnet_id: str) -> dict[str, Any]:
+    """The ``--subnet`` the user named (a clear error if it is not there)."""
+    try:
+        return dict(cloud.ec2.describe_subnets(SubnetIds=[subnet_id])["Subnets"][0])
+    except Exception as e:
+        if error_code(e).startswith("InvalidSubnet"):
+            raise InfraError(f"--subnet {subnet_id}: no such subnet in {cloud.region}") from None
+        raise
+
+
 def ensure_network(cloud: Cloud, run_id: str, spec: RunSpec, ledger: Ledger) -> dict[str, Any]:
     """VPC + subnet (or the given ``--subnet``) and the security groups; returns their ids."""
-    ec2 = cloud.ec2
     if spec.subnet_id:
-        try:
-            sub = ec2.describe_subnets(SubnetIds=[spec.subnet_id])["Subnets"][0]
-        except Exception as e:
-            if error_code(e).startswith("InvalidSubnet"):
-                raise InfraError(f"--subnet {spec.subnet_id}: no such subnet here") from None
-            raise
+        sub = existing_subnet(cloud, spec.subnet_id)
         vpc_id, subnet_id = sub["VpcId"], sub["SubnetId"]
     else:
         vpc_id = _ensure_vpc(cloud, run_id, ledger)

@@ -20,6 +20,7 @@ from tests.infra_fixtures import (
     leftovers,
     live_instances,
     moto_url,  # noqa: F401  (fixture)
+    snapshot,
     tag_map,
 )
 
@@ -267,3 +268,23 @@ def test_hardening_lifetime_and_tags_on_every_resource(aws: str) -> None:  # noq
     assert all(block.values())
     assert infra("down", "--purge").rc == 0
     assert leftovers(run_id) == {}
+
+
+def test_existing_subnet_is_used_and_left_alone(aws: str) -> None:  # noqa: F811
+    ec2 = client("ec2")
+    subnet = ec2.describe_subnets(Filters=[{"Name": "default-for-az", "Values": ["true"]}])[
+        "Subnets"
+    ][0]
+    r = infra("up", "--workers", "1", "--subnet", subnet["SubnetId"])
+    assert r.rc == 0, r.err
+    run_id = r.out.strip().splitlines()[-1]
+    left = leftovers(run_id)
+    assert "vpcs" not in left and "subnets" not in left and "igws" not in left
+    assert {i["SubnetId"] for i in live_instances(run_id)} == {subnet["SubnetId"]}
+    assert infra("down", "--purge").rc == 0
+    assert leftovers(run_id) == {}
+    assert ec2.describe_subnets(SubnetIds=[subnet["SubnetId"]])["Subnets"]  # still there
+    before = snapshot()
+    bad = infra("up", "--subnet", "subnet-00000000000000000")
+    assert bad.rc == 1 and "no such subnet" in bad.err.strip().splitlines()[-1], bad.err
+    assert snapshot() == before  # refused before anything was created
