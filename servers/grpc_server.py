@@ -12,7 +12,9 @@
   not serialised by it: reply i goes at arrival_i + D, in order. For ServerStream the whole
   schedule starts D after the request.
 - ``--impl aio`` (default) runs on ``grpc.aio``; ``--impl sync`` on a thread pool of
-  ``--threads`` workers (each open stream holds one thread, hence the large default).
+  ``--threads`` workers (each open stream holds one thread, hence the large default). As in
+  any grpcio thread-pool server, calls beyond that many wait for a free thread: a load test
+  sees that as latency, which is what the sync/aio comparison is meant to show.
 - Health (``grpc.health.v1``: SERVING for "" and the Echo service) and reflection are served.
 - SO_REUSEPORT is switched off, so a second server on a busy port fails (exit 2) instead of
   silently sharing it. SIGTERM/SIGINT stop the server with a ``--grace-s`` grace period: calls
