@@ -139,9 +139,13 @@ class Wakeup(_Pipe):
             pass
 
 
-def peer_gone(sock: socket.socket, exc: BaseException) -> None:
-    """The one way a vanished peer is reported: a debug line, never a traceback."""
-    log.debug("fd %d: peer gone (%s)", sock.fileno(), exc.__class__.__name__)
+def connection_error(where: str, exc: OSError) -> None:
+    """The one way a failed connection is reported: a vanished peer is routine (debug line);
+    anything else is a warning — never a traceback, and never fatal to the server."""
+    if isinstance(exc, PEER_GONE) or exc.errno in (errno.ENOTCONN, errno.EBADF):
+        log.debug("%s: peer gone (%s)", where, exc.__class__.__name__)
+    else:
+        log.warning("%s: %s", where, exc)
 
 
 def wait_io(sock: socket.socket, stop: Stop, *, write: bool = False) -> bool:
@@ -164,7 +168,8 @@ def wait_io(sock: socket.socket, stop: Stop, *, write: bool = False) -> bool:
 def send_all(sock: socket.socket, data: memoryview, stop: Stop) -> bool:
     """Send every byte of ``data`` on a non-blocking socket, retrying partial sends.
 
-    Returns False if shutdown interrupted it; raises one of ``PEER_GONE`` if the peer vanished.
+    Returns False if shutdown interrupted it; raises OSError (usually one of ``PEER_GONE``)
+    if the connection failed.
     """
     sent = 0
     while sent < len(data):
@@ -197,11 +202,8 @@ def echo_connection(conn: socket.socket, cfg: Config, stop: Stop) -> None:
                 return
             if not send_all(conn, view[:n], stop):
                 return
-    except PEER_GONE as exc:
-        log.debug("%s: %s", peer, exc.__class__.__name__)
     except OSError as exc:
-        if exc.errno not in (errno.ENOTCONN, errno.EBADF):
-            log.warning("%s: %s", peer, exc)
+        connection_error(peer, exc)
     finally:
         view.release()
         conn.close()

@@ -27,11 +27,10 @@ from servers.tcp.discipline import (
     CHUNK,
     HIGH_WATER,
     LOW_WATER,
-    PEER_GONE,
     Config,
     Ready,
     Stop,
-    peer_gone,
+    connection_error,
 )
 
 log = logging.getLogger("servers.tcp")
@@ -135,8 +134,8 @@ class Reactor:
             return op(arg)
         except BlockingIOError:
             return None
-        except PEER_GONE as exc:
-            peer_gone(conn.sock, exc)
+        except OSError as exc:
+            connection_error(f"fd {conn.sock.fileno()}", exc)
             self._close(conn)
             return None
 

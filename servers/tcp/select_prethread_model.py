@@ -19,13 +19,12 @@ import threading
 from servers.tcp import sockets
 from servers.tcp.discipline import (
     CHUNK,
-    PEER_GONE,
     Config,
     Ready,
     Stop,
     Wakeup,
+    connection_error,
     join_threads,
-    peer_gone,
     send_all,
 )
 from servers.tcp.select_model import FD_SETSIZE, select_capacity
@@ -46,8 +45,8 @@ def serve(listener: socket.socket, cfg: Config, stop: Stop, ready: Ready) -> Non
             try:
                 delayed_stop = bool(cfg.delay_s) and stop.wait(cfg.delay_s)
                 ok = not delayed_stop and send_all(sock, memoryview(data), stop)
-            except PEER_GONE as exc:
-                peer_gone(sock, exc)
+            except OSError as exc:
+                connection_error(f"fd {sock.fileno()}", exc)
                 ok = False
             done.put((sock, ok))
             finished.notify()
@@ -128,8 +127,8 @@ class _ReadLoop:
             data = sock.recv(CHUNK)
         except BlockingIOError:
             return
-        except PEER_GONE as exc:
-            peer_gone(sock, exc)
+        except OSError as exc:
+            connection_error(f"fd {sock.fileno()}", exc)
             data = b""
         self.sel.unregister(sock)
         if data:
