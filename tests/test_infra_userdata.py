@@ -181,3 +181,19 @@ def test_units_run_exactly_the_commands_of_echoswarm_commands(tmp_path: Path) ->
         extra=["--ws-url", "ws://10.77.1.7:8765/echo", "--frame-bytes", "3200"],
         python=py,
     )
+
+
+def test_node_bootstrap_needs_only_the_standard_library() -> None:
+    """cloud-init runs ``python3.11 -m infra.node --role setup`` before any package exists:
+    with site-packages switched off (-S) the module must still import and parse its roles."""
+    argv = [sys.executable, "-S", "-m", "infra.node", "--role", "server", "--kind", "tcp"]
+    r = subprocess.run(
+        [*argv, "--port", "7777", "--print-argv"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=30,
+        env={"PATH": os.environ.get("PATH", "")},
+    )
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)[2:] == ["servers", "tcp", "--host", "0.0.0.0", "--port", "7777"]
