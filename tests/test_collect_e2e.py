@@ -14,6 +14,7 @@ from pathlib import Path
 import pyarrow.compute as pc
 import pytest
 
+import analysis
 from echoswarm import commands
 from echoswarm.measure import epoch_ns
 from echoswarm.results import load_histograms, read_events, read_run, read_summary
@@ -227,6 +228,9 @@ def test_killed_master_leaves_a_readable_directory(tmp_path: Path) -> None:
     last_end = pc.max(pc.add(events["start_ns"], events["latency_ns"])).as_py()
     assert killed_at - last_end < 10e9, "more than the last few seconds were lost"
     assert load_histograms(run_dir)[("synth", "paced msg")].get_total_count() > 0
+    loaded = analysis.load(run_dir)  # the analysis side reads the unfinished run too
+    assert loaded.status == "running" and len(loaded.events) == events.num_rows
+    assert not loaded.timeline.empty
 
 
 @pytest.mark.timeout(60)
