@@ -174,11 +174,18 @@ def purge_bucket(cloud: Cloud, bucket: str) -> None:
             raise
 
 
-def run_buckets(cloud: Cloud) -> dict[str, str]:
-    """{run id: bucket} of every echoswarm bucket of this account (``sweep --purge``)."""
+def run_buckets(cloud: Cloud) -> dict[str, tuple[str, str]]:
+    """{run id: (bucket, creation time)} of this account's echoswarm buckets in this region."""
     prefix = f"echoswarm-{cloud.account}-"
-    return {
-        b["Name"][len(prefix) :]: b["Name"]
-        for b in cloud.s3.list_buckets().get("Buckets", [])
-        if b["Name"].startswith(prefix)
-    }
+    out = {}
+    for b in cloud.s3.list_buckets().get("Buckets", []):
+        name = b["Name"]
+        if not name.startswith(prefix):
+            continue
+        region = b.get("BucketRegion") or (
+            cloud.s3.get_bucket_location(Bucket=name).get("LocationConstraint") or "us-east-1"
+        )
+        if region == cloud.region:
+            created = b["CreationDate"].strftime("%Y-%m-%dT%H:%M:%SZ")
+            out[name[len(prefix) :]] = (name, created)
+    return out

@@ -113,7 +113,7 @@ def _parse_time(text: str) -> datetime | None:
         return None
 
 
-def leftovers(cloud: Cloud) -> dict[str, dict[str, Any]]:
+def leftovers(cloud: Cloud, *, buckets: bool = False) -> dict[str, dict[str, Any]]:
     """{run id: {"created": datetime|None, "what": [..]}} for every echoswarm run in the region."""
     found: dict[str, dict[str, Any]] = {}
     ec2 = cloud.ec2
@@ -143,6 +143,9 @@ def leftovers(cloud: Cloud) -> dict[str, dict[str, Any]]:
         note(v.get("Tags", []), f"VPC {v['VpcId']}")
     for rid, created in iam.node_roles(cloud).items():
         note([{"Key": TAG_RUN, "Value": rid}, {"Key": TAG_CREATED, "Value": created}], "IAM role")
+    if buckets:  # kept results: only swept with --purge
+        for rid, (name, created) in s3b.run_buckets(cloud).items():
+            note([{"Key": TAG_RUN, "Value": rid}, {"Key": TAG_CREATED, "Value": created}], name)
     return found
 
 
@@ -150,7 +153,7 @@ def sweep(cloud: Cloud, older_than: timedelta, *, yes: bool, purge: bool) -> lis
     """List (and with ``yes`` remove) runs older than ``older_than``; returns their ids."""
     now = datetime.now(UTC)
     old = []
-    for rid, info in sorted(leftovers(cloud).items()):
+    for rid, info in sorted(leftovers(cloud, buckets=purge).items()):
         created = info["created"]
         age = (
             "age unknown" if created is None else f"{(now - created).total_seconds() / 3600:.1f} h"

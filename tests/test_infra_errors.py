@@ -127,10 +127,13 @@ def test_sweep_lists_then_removes_old_runs(aws: str) -> None:  # noqa: F811
     listed = infra("sweep", "--older-than", "0")
     assert listed.rc == 0 and run_id in listed.out and "--yes" in listed.err
     assert "instances" in leftovers(run_id)  # listing removes nothing
-    gone = infra("sweep", "--older-than", "0", "--yes", "--purge")
+    gone = infra("sweep", "--older-than", "0", "--yes")
     assert gone.rc == 0, gone.err
+    assert leftovers(run_id) == {"buckets": [f"echoswarm-123456789012-{run_id}"]}
+    assert infra("sweep", "--older-than", "0").out == ""  # a kept bucket is not a leftover ...
+    purged = infra("sweep", "--older-than", "0", "--yes", "--purge")  # ... unless purging
+    assert purged.rc == 0 and run_id in purged.out, purged.err
     assert leftovers(run_id) == {}
-    assert infra("sweep", "--older-than", "0").out == ""
 
 
 def test_missing_permission_found_by_dry_run_before_anything_exists(
