@@ -197,3 +197,26 @@ def test_down_cleans_up_after_a_partial_up_that_could_not_roll_back(
     d = infra("down", "--purge")
     assert d.rc == 0, d.err
     assert leftovers(run_id) == {}
+
+
+def test_entry_point_exit_codes(aws: str) -> None:  # noqa: F811
+    """The real ``python -m infra`` process: 0 for plan, 2 and one line for a usage error."""
+    import subprocess
+    import sys
+
+    from tests.procs import ROOT, env
+
+    def run(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "infra", *argv],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            env=env(),
+            timeout=60,
+        )
+
+    ok = run("plan", "--workers", "1")
+    assert ok.returncode == 0 and "estimated cost" in ok.stdout, ok.stderr
+    bad = run("up", "--allow-cidr", "nonsense")
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
