@@ -47,6 +47,7 @@ from servers.common import (
     UsageError,
     add_common_arguments,
     announce,
+    cap_malloc_arenas,
     non_negative_float,
     positive_int,
     probe_bind,
@@ -93,6 +94,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     raise_nofile_limit()
+    cap_malloc_arenas()
     config = Config(
         host=args.host,
         port=args.port,
