@@ -168,7 +168,7 @@ def dispatch(args: argparse.Namespace) -> int:
         result = lifecycle.up(cloud, run_id, spec, profile=args.profile)
         print(run_id)
         print(
-            f"up: run {run_id} ready ({result['created']} resource group(s) created)",
+            f"up: run {run_id} ready ({result['created']} resource(s) created)",
             file=sys.stderr,
         )
         return 0

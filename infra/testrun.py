@@ -204,7 +204,7 @@ def run(
         "exit $rc",
     ]
     budget = seconds + 600  # spawn, workers reconnecting after the last test, the upload
-    progress(f"run {run_id}: {locustfile} -u {users} -r {spawn_rate} -t {run_time}")
+    progress(f"run {run_id}: {locustfile} -u {users} -r {spawn_rate:g} -t {run_time}")
     cid = _send(cloud, master.instance_id, script, budget, "start the test")
     inv = _wait_command(
         cloud,
