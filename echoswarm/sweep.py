@@ -313,17 +313,25 @@ def default_sweep_dir(locustfile: Path) -> Path:
 
 # -- entry point -------------------------------------------------------------------------------
 def _grid_for(servers: list[ServerSpec]) -> str | None:
-    kinds = {s.kind for s in servers}
-    if "tcp" in kinds:
+    # Only scenarios made for a grid: one TCP server (its model varies), or one ws stats server
+    # (its reply mode varies). A mixed scenario such as audio_stream has no such axis.
+    if len(servers) != 1:
+        return None
+    (server,) = servers
+    if server.kind == "tcp":
         return "tcp"
-    if any(s.kind == "ws" and "stats" in s.args for s in servers):
+    if server.kind == "ws" and "stats" in server.args:
         return "images"
     return None
 
 
 def build_plan(argv: list[str]) -> Plan:
     """Parse the sweep's arguments into a :class:`Plan` (raises UsageError)."""
-    locustfile = next((Path(a) for a in argv if not a.startswith("-")), None)
+    # The positional may come after flags with values (``--models all x.py``): prefer a .py.
+    positional = [a for a in argv if not a.startswith("-")]
+    locustfile = next((Path(a) for a in positional if a.endswith(".py")), None) or next(
+        (Path(a) for a in positional), None
+    )
     if locustfile is None:
         raise UsageError("no locustfile given (e.g. locustfiles/tcp_churn.py)")
     if not locustfile.is_file():
@@ -342,7 +350,8 @@ def build_plan(argv: list[str]) -> Plan:
 
         return sweep_images.make_plan(argv, servers)
     raise UsageError(
-        f"{locustfile} declares no server a sweep can vary (a tcp server, or ws with --work stats)"
+        f"{locustfile} is not a sweep scenario (it must declare one server: tcp, or ws with "
+        "--work stats)"
     )
 
 

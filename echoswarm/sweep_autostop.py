@@ -24,10 +24,19 @@ from typing import Any
 import gevent
 import locust  # noqa: F401,I001  (gevent monkey-patching first)
 from locust import events
-from locust.runners import STATE_RUNNING, STATE_SPAWNING, LocalRunner, MasterRunner, WorkerRunner
+from locust.runners import (
+    STATE_CLEANUP,
+    STATE_RUNNING,
+    STATE_STOPPED,
+    STATE_STOPPING,
+    LocalRunner,
+    MasterRunner,
+    WorkerRunner,
+)
 
 MESSAGE = "echoswarm_users_done"
 CHECK_S = 0.1  # how often a worker (or local runner) looks at its user count
+ENDED = (STATE_STOPPING, STATE_STOPPED, STATE_CLEANUP)
 
 log = logging.getLogger("echoswarm.autostop")
 
@@ -43,25 +52,22 @@ class _AutoStop:
 
     # -- worker / local: watch the user count ------------------------------------------------
     def on_test_start(self, **_kw: Any) -> None:
-        if self.watcher is None and not isinstance(self.runner, MasterRunner):
+        self.ending = False
+        if isinstance(self.runner, MasterRunner):
+            return
+        if self.watcher is None or self.watcher.dead:
             self.watcher = self.runner.greenlet.spawn(self._watch_users)
 
-    def _idle(self) -> bool:
-        """Spawning is over and no user is left."""
+    def _state(self) -> str:
         runner = self.runner
-        if isinstance(runner, WorkerRunner):
-            return runner.worker_state == STATE_RUNNING and runner.user_count == 0
-        return runner.state == STATE_RUNNING and runner.user_count == 0
-
-    def _active(self) -> bool:
-        runner = self.runner
-        state = runner.worker_state if isinstance(runner, WorkerRunner) else runner.state
-        return state in (STATE_SPAWNING, STATE_RUNNING)
+        return str(runner.worker_state if isinstance(runner, WorkerRunner) else runner.state)
 
     def _watch_users(self) -> None:
+        # Until the test stops (the runner's greenlet group is killed on quit). Spawning may not
+        # have begun yet when this starts: idle means "running, spawning over, nobody left".
         told: bool | None = None
-        while self._active():
-            idle = self._idle()
+        while self._state() not in ENDED:
+            idle = self._state() == STATE_RUNNING and self.runner.user_count == 0
             if isinstance(self.runner, WorkerRunner):
                 if idle != told:  # edge-triggered: a later spawn makes the worker busy again
                     self.runner.send_message(MESSAGE, {"done": idle})

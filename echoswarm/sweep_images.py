@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 
 from echoswarm import sweep_table as st
+from echoswarm.images import per_user
 from echoswarm.scenario import ServerSpec
 from echoswarm.sweep import (
     Cell,
@@ -51,12 +52,6 @@ HEADERS = {
     "reply_p99_ms": "send→reply p99",
     "connect_p50_ms": "connect p50",
 }
-
-
-def per_user(images: int, parallel: int) -> int:
-    """Images each parallel user sends (as ``echoswarm.images.per_user``, which this module must
-    not import: it loads Locust, whose gevent monkey-patching would take over this process)."""
-    return max(1, math.ceil(images / parallel))
 
 
 def _stats_server(servers: list[ServerSpec]) -> ServerSpec:
