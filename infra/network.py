@@ -210,17 +210,49 @@ def intended_rules(spec: RunSpec, groups: dict[str, str]) -> dict[str, dict[str,
     }
 
 
+def _keys(perms: list[dict[str, Any]]) -> dict[tuple[Any, ...], dict[str, Any]]:
+    """One entry per single rule: (protocol, from, to, source) → that rule alone."""
+    out: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for p in perms:
+        base: dict[str, Any] = {k: p[k] for k in ("IpProtocol", "FromPort", "ToPort") if k in p}
+        key = (p["IpProtocol"], p.get("FromPort"), p.get("ToPort"))
+        for r in p.get("IpRanges", []):
+            out[(*key, r["CidrIp"])] = {**base, "IpRanges": [{"CidrIp": r["CidrIp"]}]}
+        for u in p.get("UserIdGroupPairs", []):
+            out[(*key, u["GroupId"])] = {**base, "UserIdGroupPairs": [{"GroupId": u["GroupId"]}]}
+    return out
+
+
 def _apply_rules(cloud: Cloud, group_id: str, rules: dict[str, list[Any]]) -> None:
+    """Make the group's rules exactly ``rules``: add what is missing, revoke what is not
+    intended (a second ``up`` with another ``--allow-cidr`` must not leave the old one open)."""
+    ec2 = cloud.ec2
+    group = ec2.describe_security_groups(GroupIds=[group_id])["SecurityGroups"][0]
     for direction, perms in rules.items():
-        fn = (
-            cloud.ec2.authorize_security_group_ingress
+        have = _keys(group["IpPermissions" if direction == "ingress" else "IpPermissionsEgress"])
+        want = {next(iter(_keys([p]))): p for p in perms}  # each intended rule has one source
+        authorize, revoke = (
+            (ec2.authorize_security_group_ingress, ec2.revoke_security_group_ingress)
             if direction == "ingress"
-            else cloud.ec2.authorize_security_group_egress
+            else (ec2.authorize_security_group_egress, ec2.revoke_security_group_egress)
         )
-        for perm in perms:  # one call per rule: a duplicate must not hide a new one
-            ignore_missing(
-                fn, GroupId=group_id, IpPermissions=[perm], codes=("InvalidPermission.Duplicate",)
-            )
+        for key, perm in want.items():
+            if key not in have:
+                ignore_missing(
+                    authorize,
+                    GroupId=group_id,
+                    IpPermissions=[perm],
+                    codes=("InvalidPermission.Duplicate",),
+                )
+        for key, perm in have.items():
+            if key not in want:
+                progress(f"  revoking unintended {direction} rule {key} of {group_id}")
+                ignore_missing(
+                    revoke,
+                    GroupId=group_id,
+                    IpPermissions=[perm],
+                    codes=("InvalidPermission.NotFound",),
+                )
 
 
 # ---- teardown -------------------------------------------------------------------------------

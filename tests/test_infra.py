@@ -185,7 +185,11 @@ def test_security_group_rules_are_exactly_the_intended_set(aws: str) -> None:  #
 
 
 def test_no_web_ui_rule_without_allow_cidr(aws: str) -> None:  # noqa: F811
-    run_id = up()
+    """And a second ``up`` converges the rules: the old --allow-cidr's rule is revoked."""
+    run_id = up("--allow-cidr", CIDR)
+    r = infra("up", "--run-id", run_id, "--workers", "2", "--servers", "tcp,ws")
+    assert r.rc == 0, r.err
+    assert "revoking unintended ingress rule" in r.err
     (master,) = client("ec2").describe_security_groups(
         Filters=[{"Name": "tag:Name", "Values": [f"echoswarm-{run_id}-master"]}]
     )["SecurityGroups"]
