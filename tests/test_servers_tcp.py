@@ -15,8 +15,10 @@ import struct
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Protocol
 
 import psutil
 import pytest
@@ -24,6 +26,7 @@ import pytest
 from servers.tcp import CONNECTION_LIMITED
 from servers.tcp import MODELS as TCP_MODELS
 from tests import procs
+from tests.conftest import require_tool
 
 MODELS = list(TCP_MODELS)
 SIZES = [0, 1, 31, 32, 3200, 480_032, 4 * 1024 * 1024]
@@ -93,6 +96,30 @@ def server(
     yield p
     assert p.stop() == 0
     assert "Traceback" not in p.stderr_text()
+
+
+class StartTcp(Protocol):
+    def __call__(self, model: str, *args: str, prefix: Sequence[str] = ()) -> procs.Proc: ...
+
+
+@pytest.fixture
+def tcp(tmp_path: Path) -> Iterator[StartTcp]:
+    """Start a server for one test: ``tcp("fork", "--workers", "2")``. At teardown a server the
+    test left running must stop with exit 0, and no server may have logged a traceback."""
+    started: list[procs.Proc] = []
+
+    def start(model: str, *args: str, prefix: Sequence[str] = ()) -> procs.Proc:
+        argv = [*prefix, procs.PYTHON, "-m", "servers", "tcp", "--port", "0", "--model", model]
+        p = procs.start([*argv, *args], tmp_path=tmp_path / f"tcp-{len(started)}")
+        started.append(p)
+        return p
+
+    yield start
+    for p in started:
+        still_running = p.popen.poll() is None
+        rc = p.stop()
+        assert rc == 0 or not still_running, f"{p.argv} exited {rc} on SIGTERM"
+        assert "Traceback" not in p.stderr_text()
 
 
 def model_of(p: procs.Proc) -> str:
@@ -189,30 +216,23 @@ def test_client_that_never_reads_is_bounded(server: procs.Proc) -> None:
     assert_still_serving(server.port)
 
 
-def test_simple_serves_clients_in_turn(tmp_path_factory: pytest.TempPathFactory) -> None:
-    p = procs.server("tcp", "--model", "simple", tmp_path=tmp_path_factory.mktemp("simple"))
-    try:
-        first, second = connect(p.port), connect(p.port)
-        second.sendall(b"second")
-        assert echo(first, b"first") == b"first"
-        assert not readable_within(second, 0.3), "simple served two clients at once"
-        first.close()
-        assert recv_exactly(second, 6) == b"second"
-        second.close()
-    finally:
-        assert p.stop() == 0
+def test_simple_serves_clients_in_turn(tcp: StartTcp) -> None:
+    p = tcp("simple")
+    first, second = connect(p.port), connect(p.port)
+    second.sendall(b"second")
+    assert echo(first, b"first") == b"first"
+    assert not readable_within(second, 0.3), "simple served two clients at once"
+    first.close()
+    assert recv_exactly(second, 6) == b"second"
+    second.close()
 
 
 # -- flags ------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("model", MODELS)
-def test_delay_ms_is_honoured_without_blocking_others(
-    model: str, tmp_path_factory: pytest.TempPathFactory
-) -> None:
-    p = procs.server(
-        "tcp", "--model", model, "--delay-ms", "200", tmp_path=tmp_path_factory.mktemp("delay")
-    )
+def test_delay_ms_is_honoured_without_blocking_others(model: str, tcp: StartTcp) -> None:
+    p = tcp(model, "--delay-ms", "200")
     clients = 1 if model == "simple" else 16
 
     def one_trip(_: int) -> float:
@@ -222,17 +242,14 @@ def test_delay_ms_is_honoured_without_blocking_others(
             recv_exactly(sock, 100)
             return time.perf_counter() - began
 
-    try:
-        began = time.perf_counter()
-        with ThreadPoolExecutor(max_workers=clients) as pool:
-            trips = list(pool.map(one_trip, range(clients)))
-        wall = time.perf_counter() - began
-        assert min(trips) >= 0.19, trips
-        # Delays overlap: 16 clients take one delay (two for an 8-wide pool), never sixteen —
-        # an event loop that slept instead of setting a timer would take 3.2 s.
-        assert wall < 1.6, f"{clients} delayed round trips took {wall:.2f}s"
-    finally:
-        assert p.stop() == 0
+    began = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=clients) as pool:
+        trips = list(pool.map(one_trip, range(clients)))
+    wall = time.perf_counter() - began
+    assert min(trips) >= 0.19, trips
+    # Delays overlap: 16 clients take one delay (two for an 8-wide pool), never sixteen —
+    # an event loop that slept instead of setting a timer would take 3.2 s.
+    assert wall < 1.6, f"{clients} delayed round trips took {wall:.2f}s"
 
 
 def structure(model: str, proc: psutil.Process, children: list[psutil.Process]) -> None:
@@ -250,11 +267,9 @@ def structure(model: str, proc: psutil.Process, children: list[psutil.Process]) 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])
 @pytest.mark.parametrize("model", MODELS)
 def test_signal_with_active_connections_exits_cleanly(
-    model: str, signum: int, tmp_path_factory: pytest.TempPathFactory
+    model: str, signum: int, tcp: StartTcp
 ) -> None:
-    p = procs.server(
-        "tcp", "--model", model, "--workers", "4", tmp_path=tmp_path_factory.mktemp("sig")
-    )
+    p = tcp(model, "--workers", "4")
     socks = [connect(p.port) for _ in range(1 if model == "simple" else 4)]
     try:
         for sock in socks:  # every connection is being served (not just queued) before we signal
@@ -268,13 +283,11 @@ def test_signal_with_active_connections_exits_cleanly(
         assert not alive, f"{model} left children behind: {alive}"
         for sock in socks:  # the server closed our connections rather than leaving them hanging
             assert readable_within(sock, 5)
-        assert "Traceback" not in p.stderr_text()
         assert p.popen.stdout is not None
         assert p.popen.stdout.read() == "", "only the parent may print (once)"
     finally:
         for sock in socks:
             sock.close()
-        p.stop()
 
 
 # -- usage errors -----------------------------------------------------------------------------
@@ -326,54 +339,37 @@ def test_port_in_use_is_one_line_exit_2(model: str) -> None:
 
 
 @pytest.mark.parametrize("model", MODELS)
-def test_stop_and_continue_interrupts_are_retried(
-    model: str, tmp_path_factory: pytest.TempPathFactory
-) -> None:
+def test_stop_and_continue_interrupts_are_retried(model: str, tcp: StartTcp) -> None:
     """SIGSTOP/SIGCONT make Linux return EINTR from poll/select/epoll_wait even without a
     handler: every model must carry on mid-conversation (PEP 475 retries), not fail."""
-    p = procs.server("tcp", "--model", model, tmp_path=tmp_path_factory.mktemp("eintr"))
-    try:
-        with connect(p.port) as sock:
-            for i in range(15):
-                sock.sendall(b"before %d" % i)
-                os.killpg(p.pid, signal.SIGSTOP)
-                os.killpg(p.pid, signal.SIGCONT)
-                assert recv_exactly(sock, len(b"before %d" % i)) == b"before %d" % i
-        assert_still_serving(p.port)
-        assert "Traceback" not in p.stderr_text()
-    finally:
-        assert p.stop() == 0
+    p = tcp(model)
+    with connect(p.port) as sock:
+        for i in range(15):
+            sock.sendall(b"before %d" % i)
+            os.killpg(p.pid, signal.SIGSTOP)
+            os.killpg(p.pid, signal.SIGCONT)
+            assert recv_exactly(sock, len(b"before %d" % i)) == b"before %d" % i
+    assert_still_serving(p.port)
 
 
 @pytest.mark.parametrize("model", CONNECTION_LIMITED)
-def test_max_connections_leaves_the_rest_in_the_backlog(
-    model: str, tmp_path_factory: pytest.TempPathFactory
-) -> None:
-    p = procs.server(
-        "tcp", "--model", model, "--max-connections", "2", tmp_path=tmp_path_factory.mktemp("max")
-    )
-    try:
-        first, second, third = connect(p.port), connect(p.port), connect(p.port)
-        assert echo(first, b"one") == b"one"
-        assert echo(second, b"two") == b"two"
-        third.sendall(b"three")
-        assert not readable_within(third, 0.3), "a third connection was served despite the limit"
-        first.close()
-        assert recv_exactly(third, 5) == b"three"
-        second.close()
-        third.close()
-    finally:
-        assert p.stop() == 0
+def test_max_connections_leaves_the_rest_in_the_backlog(model: str, tcp: StartTcp) -> None:
+    p = tcp(model, "--max-connections", "2")
+    first, second, third = connect(p.port), connect(p.port), connect(p.port)
+    assert echo(first, b"one") == b"one"
+    assert echo(second, b"two") == b"two"
+    third.sendall(b"three")
+    assert not readable_within(third, 0.3), "a third connection was served despite the limit"
+    first.close()
+    assert recv_exactly(third, 5) == b"three"
+    second.close()
+    third.close()
 
 
 @pytest.mark.parametrize("model", ["fork", "prefork"])
-def test_children_die_with_a_killed_parent(
-    model: str, tmp_path_factory: pytest.TempPathFactory
-) -> None:
+def test_children_die_with_a_killed_parent(model: str, tcp: StartTcp) -> None:
     """Even SIGKILL on the parent (no chance to clean up) leaves no orphan echo process."""
-    p = procs.server(
-        "tcp", "--model", model, "--workers", "2", tmp_path=tmp_path_factory.mktemp("orphan")
-    )
+    p = tcp(model, "--workers", "2")
     with connect(p.port) as sock:
         assert echo(sock, b"hi") == b"hi"
         children = psutil.Process(p.pid).children()
@@ -381,68 +377,55 @@ def test_children_die_with_a_killed_parent(
         p.popen.kill()
         p.popen.wait(timeout=10)
         _, alive = psutil.wait_procs(children, timeout=10)
-    p.stop()
     assert not alive, f"orphans left: {alive}"
 
 
-def test_prefork_replaces_killed_workers(tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_prefork_replaces_killed_workers(tcp: StartTcp) -> None:
     """Killing every worker — one of them holds the accept lock — must not wedge the server:
     the kernel drops a dead process's lockf lock and the parent starts replacements."""
-    p = procs.server(
-        "tcp", "--model", "prefork", "--workers", "3", tmp_path=tmp_path_factory.mktemp("pf")
-    )
-    try:
-        parent = psutil.Process(p.pid)
-        old = parent.children()
-        assert len(old) == 3
-        for worker in old:
-            worker.kill()
-        psutil.wait_procs(old, timeout=10)
-        assert_still_serving(p.port)
-        deadline = time.monotonic() + 10
-        while len(parent.children()) != 3 and time.monotonic() < deadline:
-            psutil.wait_procs(parent.children(), timeout=0.1)
-        assert len(parent.children()) == 3
-        assert not {c.pid for c in old} & {c.pid for c in parent.children()}
-    finally:
-        assert p.stop() == 0
+    p = tcp("prefork", "--workers", "3")
+    parent = psutil.Process(p.pid)
+    old = parent.children()
+    assert len(old) == 3
+    for worker in old:
+        worker.kill()
+    psutil.wait_procs(old, timeout=10)
+    assert_still_serving(p.port)
+    deadline = time.monotonic() + 10
+    while len(parent.children()) != 3 and time.monotonic() < deadline:
+        psutil.wait_procs(parent.children(), timeout=0.1)
+    assert len(parent.children()) == 3
+    assert not {c.pid for c in old} & {c.pid for c in parent.children()}
 
 
 @pytest.mark.parametrize("model", ["asyncio", "uvloop", "select", "epoll", "thread"])
-def test_running_out_of_descriptors_refuses_cleanly(
-    model: str, tmp_path_factory: pytest.TempPathFactory
-) -> None:
+def test_running_out_of_descriptors_refuses_cleanly(model: str, tcp: StartTcp) -> None:
     """With RLIMIT_NOFILE pinned low, surplus clients get a clean close (not a hang), the
     server neither crashes nor spins on its readable listener, and it serves again after."""
-    argv = ["prlimit", "--nofile=64:64", procs.PYTHON, "-m", "servers", "tcp", "--port", "0"]
-    p = procs.start([*argv, "--model", model], tmp_path=tmp_path_factory.mktemp("emfile"))
-    try:
-        socks = [connect(p.port) for _ in range(100)]
-        for sock in socks:
-            sock.sendall(b"ping")
-        served = refused = 0
-        for sock in socks:
-            try:
-                got = sock.recv(4)
-            except ConnectionResetError:
-                got = b""
-            served += got == b"ping"
-            refused += got == b""
-        assert served >= 20 and refused >= 20 and served + refused == len(socks)
-        for sock in socks:
-            sock.close()
-        # Until the server has seen those closes it is still at its limit and refuses clients.
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                assert_still_serving(p.port)
-                break
-            except (ConnectionResetError, AssertionError):
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)  # poll the condition; the deadline bounds it
-        warnings = p.stderr_text().count("out of file descriptors")
-        assert 0 < warnings <= refused + 200, "a level-triggered loop spun on EMFILE"
-        assert "Traceback" not in p.stderr_text()
-    finally:
-        assert p.stop() == 0
+    p = tcp(model, prefix=[require_tool("prlimit"), "--nofile=64:64"])
+    socks = [connect(p.port) for _ in range(100)]
+    for sock in socks:
+        sock.sendall(b"ping")
+    served = refused = 0
+    for sock in socks:
+        try:
+            got = sock.recv(4)
+        except ConnectionResetError:
+            got = b""
+        served += got == b"ping"
+        refused += got == b""
+    assert served >= 20 and refused >= 20 and served + refused == len(socks)
+    for sock in socks:
+        sock.close()
+    # Until the server has seen those closes it is still at its limit and refuses clients.
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            assert_still_serving(p.port)
+            break
+        except (ConnectionResetError, AssertionError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)  # poll the condition; the deadline bounds it
+    warnings = p.stderr_text().count("out of file descriptors")
+    assert 0 < warnings <= refused + 200, "a level-triggered loop spun on EMFILE"
