@@ -16,6 +16,7 @@ from infra.aws import Cloud, error_text
 from infra.spec import (
     DEFAULT_REGION,
     MASTER_PORT,
+    MAX_WORKERS,
     SUBNET_CIDR,
     VPC_CIDR,
     WEB_PORT,
@@ -78,8 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def spec_from(args: argparse.Namespace) -> RunSpec:
-    if not 1 <= args.workers <= 100:
-        raise UsageError(f"--workers {args.workers}: must be between 1 and 100")
+    if not 1 <= args.workers <= MAX_WORKERS:
+        raise UsageError(f"--workers {args.workers}: must be between 1 and {MAX_WORKERS}")
     return RunSpec(
         workers=args.workers,
         worker_type=check_instance_type(args.worker_type, "--worker-type"),

@@ -90,6 +90,7 @@ class Node:
     private_ip: str
     launched: datetime
     spot: bool
+    expires: str = ""
 
     def hours(self, now: datetime) -> float:
         return max(0.0, (now - self.launched).total_seconds() / 3600)
@@ -121,6 +122,7 @@ def nodes(cloud: Cloud, run_id: str, states: list[str] | None = None) -> list[No
                         private_ip=i.get("PrivateIpAddress", ""),
                         launched=i["LaunchTime"],
                         spot=i.get("InstanceLifecycle") == "spot",
+                        expires=t.get(TAG_EXPIRES, ""),
                     )
                 )
     return sorted(out, key=lambda n: (n.role, n.instance_id))

@@ -9,7 +9,7 @@ import ipaddress
 import re
 import secrets
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from echoswarm.commands import DEFAULT_MASTER_PORT, DEFAULT_SERVER_PORTS, SERVER_KINDS
@@ -53,7 +53,6 @@ class RunSpec:
     max_lifetime_minutes: int = 120
     allow_cidr: str | None = None
     subnet_id: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def server_ports(self) -> dict[str, int]:
         return {kind: DEFAULT_SERVER_PORTS[kind] for kind in self.servers}

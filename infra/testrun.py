@@ -240,6 +240,9 @@ def status(cloud: Cloud, run_id: str) -> list[str]:
             f"{n.private_ip:<15} {age_min:6.0f} min  {prices.money(cost)}"
             + (" spot" if n.spot else "")
         )
+    live = [n for n in ns if n.state in ("pending", "running")]
+    if live:
+        lines.append(f"  lifetime guard: first node ends itself at {min(n.expires for n in live)}")
     seen = live_line(cloud, bucket_name(cloud.account, run_id), run_id)
     lines.append(f"  master sees: {seen or 'no test running (no live.json yet)'}")
     lines.append(f"  cost so far (estimate, prices of {prices.AS_OF}): ${total:.4f}")

@@ -69,6 +69,7 @@ def test_full_cycle_up_status_run_fetch_down(aws: str, tmp_path: Path) -> None: 
     for role in ("server", "master", "worker"):
         assert re.search(rf"^\s+{role}\s+i-\w+\s+c7i\.\w+\s+running", st.out, re.M), st.out
     assert "cost so far (estimate" in st.out
+    assert re.search(r"lifetime guard: first node ends itself at 20\d\d-", st.out), st.out
 
     r = infra("run", "tests/infra_scenario.py", "-u", "4", "-r", "2", "-t", "5s")
     assert r.rc == 0, r.err
