@@ -10,6 +10,7 @@ need_apt=()
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 command -v gcc >/dev/null 2>&1 || need_apt+=(gcc)
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
+command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)  # unit checks (infra)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
