@@ -21,7 +21,6 @@ The workers never touch the results directory. Nothing here prints; problems go 
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 import weakref
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import gevent
+import gevent.lock
 from locust import events
 from locust.env import Environment
 from locust.runners import (
@@ -40,47 +40,17 @@ from locust.runners import (
 )
 
 from echoswarm import hdr
-from echoswarm.measure import Sample, epoch_ns, now_ns, to_epoch_ns
+from echoswarm import results_options as opt_types
+from echoswarm.measure import Sample, epoch_ns, now_ns
 from echoswarm.results import ResultsWriter, default_run_dir, environment_info, json_safe
 from echoswarm.results_events import warm_up
 from echoswarm.results_merge import Aggregate
-from echoswarm.results_record import Recorder
+from echoswarm.results_record import Recorder, foreign_sample
 
 log = logging.getLogger(__name__)
 REPORT_KEY = "echoswarm"
 DEFAULT_MAX_EVENTS_PER_S = 20_000
-_EPOCH_OFFSET_NS = to_epoch_ns(0)
 _collectors: weakref.WeakKeyDictionary[Environment, Collector] = weakref.WeakKeyDictionary()
-
-
-def _rate(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"{text} is outside 0..1")
-    return value
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not 0.0 <= value < 3600.0:
-        raise argparse.ArgumentTypeError(f"{text} is outside 0..3600 s")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{value} must be > 0")
-    return value
 
 
 @events.init_command_line_parser.add_listener
@@ -94,19 +64,19 @@ def _add_arguments(parser: Any, **_kw: Any) -> None:
     )
     parser.add_argument(
         "--events-sample-rate",
-        type=_rate,
+        type=opt_types.rate,
         default=1.0,
         help="fraction of samples kept as rows of events.parquet (1.0 = every sample)",
     )
     parser.add_argument(
         "--events-max-per-s",
-        type=_positive_int,
+        type=opt_types.positive_int,
         default=DEFAULT_MAX_EVENTS_PER_S,
         help="per worker process: above this many events/s the kept fraction is halved (recorded)",
     )
     parser.add_argument(
         "--results-drain-s",
-        type=_seconds,
+        type=opt_types.seconds,
         default=10.0,
         include_in_web_ui=False,
         help="how long the master waits at quit for the workers' final reports",
@@ -162,6 +132,7 @@ class Collector:
         self.start_s: float | None = None
         self.stop_s: float | None = None
         self._ticker: gevent.Greenlet | None = None
+        self._busy = gevent.lock.Semaphore()
         self._connected: dict[str, float] = {}
         self._missing_seen: set[str] = set()
         self._drained = False
@@ -210,7 +181,7 @@ class Collector:
     ) -> None:
         assert self.recorder is not None
         if sample is None:
-            sample = _foreign_sample(
+            sample = foreign_sample(
                 request_type, name, response_time, response_length, exception, start_time
             )
         self.recorder.record(sample)
@@ -224,7 +195,9 @@ class Collector:
     def on_report_to_master(self, client_id: str, data: dict[str, Any], **_kw: Any) -> None:
         assert self.recorder is not None
         # After the runner has stopped, every user is gone: this report holds all there was.
-        data[REPORT_KEY] = self.recorder.harvest(final=self.runner.state == STATE_STOPPED)
+        data[REPORT_KEY] = self.recorder.harvest(
+            final=self.runner.state == STATE_STOPPED, pause=_yield
+        )
 
     def on_worker_quitting(self, **_kw: Any) -> None:
         # A worker that quits on its own (Ctrl-C, SIGTERM) gets no final report from stock
@@ -268,10 +241,11 @@ class Collector:
     def _tick_loop(self) -> None:
         while True:
             gevent.sleep(WORKER_REPORT_INTERVAL)
-            try:
-                self.tick()
-            except Exception:
-                log.exception("results update failed")
+            with self._busy:  # finalize waits for a tick in progress (it may be paused)
+                try:
+                    self.tick()
+                except Exception:
+                    log.exception("results update failed")
 
     def tick(self) -> None:
         """One report interval: merge local samples, note missing workers, write files."""
@@ -279,7 +253,9 @@ class Collector:
         if self.writer is None or self.writer.finalized:
             return
         if self.recorder is not None and self.role == "local":
-            self.agg.merge("local", 0, self.recorder.harvest(wire=False), self._now_s())
+            self.agg.merge(
+                "local", 0, self.recorder.harvest(wire=False, pause=_yield), self._now_s()
+            )
         self._note_missing()
         now = self._now_s()
         self._update_recent(now)
@@ -289,7 +265,8 @@ class Collector:
         if self.agg is None or (self.writer is not None and self.writer.finalized):
             return
         if self._ticker is not None:
-            self._ticker.kill(block=False)
+            with self._busy:
+                self._ticker.kill(block=False)  # asleep between ticks: nothing is lost
         now = self._now_s()
         if self.recorder is not None and self.role == "local":
             self.agg.merge("local", 0, self.recorder.harvest(final=True, wire=False), now)
@@ -484,19 +461,5 @@ class Collector:
         }
 
 
-def _foreign_sample(
-    request_type: str,
-    name: str,
-    response_time: float | None,
-    response_length: int | None,
-    exception: BaseException | None,
-    start_time: float | None,
-) -> Sample:
-    """A Sample for a request fired by some other Locust user (no ``sample`` kwarg)."""
-    latency_ns = int((response_time or 0.0) * 1e6)
-    if start_time:
-        start_ns = int(start_time * 1e9) - _EPOCH_OFFSET_NS
-    else:
-        start_ns = now_ns() - latency_ns
-    error = None if exception is None else (str(exception) or type(exception).__name__)
-    return Sample(request_type, name, start_ns, latency_ns, int(response_length or 0), error)
+def _yield() -> None:
+    gevent.sleep(0)

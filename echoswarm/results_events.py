@@ -65,7 +65,7 @@ def _ints(samples: Sequence[Sample], name: str) -> np.ndarray:
     return np.fromiter(map(_GETTERS[name], samples), np.int64, len(samples))
 
 
-def _row_batch(
+def row_batch(
     request_type: str, name: str, samples: Sequence[Sample], rate: float
 ) -> pa.RecordBatch:
     n = len(samples)
@@ -92,19 +92,24 @@ def row_batches(
     Runs once per report, column by column (about half a microsecond per event), so the hot
     path only ever appends the Sample object it was given.
     """
-    return [_row_batch(rt, name, samples, sample_rate) for rt, name, samples in groups if samples]
+    return [row_batch(rt, name, samples, sample_rate) for rt, name, samples in groups if samples]
+
+
+def encode_batches(batches: Iterable[pa.RecordBatch]) -> bytes:
+    """Row batches as one compressed Arrow IPC stream (what a worker ships)."""
+    sink = pa.BufferOutputStream()
+    options = ipc.IpcWriteOptions(compression="zstd")
+    with ipc.new_stream(sink, WIRE_SCHEMA, options=options) as writer:
+        for batch in batches:
+            writer.write_batch(batch)
+    return bytes(sink.getvalue().to_pybytes())
 
 
 def encode_batch(
     groups: Iterable[tuple[str, str, Sequence[Sample]]], sample_rate: float = 1.0
 ) -> bytes:
-    """:func:`row_batches` as one compressed Arrow IPC stream (what a worker ships)."""
-    sink = pa.BufferOutputStream()
-    options = ipc.IpcWriteOptions(compression="zstd")
-    with ipc.new_stream(sink, WIRE_SCHEMA, options=options) as writer:
-        for batch in row_batches(groups, sample_rate):
-            writer.write_batch(batch)
-    return bytes(sink.getvalue().to_pybytes())
+    """Grouped samples straight to the wire form (:func:`row_batches` + :func:`encode_batches`)."""
+    return encode_batches(row_batches(groups, sample_rate))
 
 
 def warm_up() -> None:

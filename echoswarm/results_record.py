@@ -25,6 +25,7 @@ batch and lands in each event row and in ``run.json``; nothing is dropped silent
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,8 +33,8 @@ import pyarrow as pa
 from hdrh.histogram import HdrHistogram
 
 from echoswarm import hdr
-from echoswarm.measure import Sample, to_epoch_ns
-from echoswarm.results_events import encode_batch, row_batches
+from echoswarm.measure import Sample, now_ns, to_epoch_ns
+from echoswarm.results_events import encode_batches, row_batch
 
 REPORT_VERSION = 1
 KINDS = ("latency", "failed", "lag")
@@ -130,16 +131,27 @@ class Recorder:
         """Samples recorded since the last harvest."""
         return sum(r.count for r in self._rows.values())
 
-    def harvest(self, final: bool = False, wire: bool = True) -> dict[str, Any]:
+    def harvest(
+        self, final: bool = False, wire: bool = True, pause: Callable[[], None] | None = None
+    ) -> dict[str, Any]:
         """Everything recorded since the last harvest, as a report; resets the interval.
 
         ``wire=False`` (a local run, merged in the same process) leaves the events as Arrow
-        batches instead of a compressed IPC stream.
+        batches instead of a compressed IPC stream. ``pause`` (e.g. ``gevent.sleep(0)``) is
+        called between pieces of work so the load-generating greenlets are not held up for the
+        whole encoding; samples recorded meanwhile go to the next report, because the interval's
+        state is swapped out first.
         """
+        taken, self._rows = self._rows, {}
+        batch_rate, kept, offered = self._rate, self._kept, self._offered
+        self._kept = self._offered = 0
+        # The next interval starts from at most twice the applied rate, so one burst does not
+        # cost the rest of the run its events, while steady overload settles at one halving.
+        self._rate = min(self.requested_rate, self._rate * 2.0)
         rows = []
         hists = []
-        groups = []
-        for (rt, name), row in self._rows.items():
+        batches = []
+        for (rt, name), row in taken.items():
             if not row.count:
                 continue
             rows.append([rt, name, row.count, row.failures, row.ok_sum_ns, row.nbytes])
@@ -148,26 +160,40 @@ class Recorder:
                     h = getattr(hs, kind)
                     if h is not None:
                         hists.append([rt, name, kind, sec, hdr.encode(h)])
-            groups.append((rt, name, row.events))
-        self._rows = {}
-        batch_rate = self._rate
+            if pause is not None:
+                pause()
+            if row.events:
+                batches.append(row_batch(rt, name, row.events, batch_rate))
+                if pause is not None:
+                    pause()
         events: bytes | list[pa.RecordBatch] | None = None
-        if self._kept:
-            events = encode_batch(groups, batch_rate) if wire else row_batches(groups, batch_rate)
-        report: dict[str, Any] = {
+        if batches:
+            events = encode_batches(batches) if wire else batches
+        return {
             "v": REPORT_VERSION,
             "final": final,
             "rows": rows,
             "hist": hists,
             "events": events,
             "events_rate": batch_rate,
-            "events_offered": self._offered,
-            "events_kept": self._kept,
+            "events_offered": offered,
+            "events_kept": kept,
         }
-        self._kept = 0
-        self._offered = 0
-        # The next interval starts from at most twice the applied rate, so one burst does not
-        # cost the rest of the run its events, while steady overload settles at one halving.
-        if self._rate < self.requested_rate:
-            self._rate = min(self.requested_rate, self._rate * 2.0)
-        return report
+
+
+def foreign_sample(
+    request_type: str,
+    name: str,
+    response_time: float | None,
+    response_length: int | None,
+    exception: BaseException | None,
+    start_time: float | None,
+) -> Sample:
+    """A Sample for a request fired by some other Locust user (no ``sample`` kwarg)."""
+    latency_ns = int((response_time or 0.0) * 1e6)
+    if start_time:
+        start_ns = int(start_time * 1e9) - _EPOCH_OFFSET_NS
+    else:
+        start_ns = now_ns() - latency_ns
+    error = None if exception is None else (str(exception) or type(exception).__name__)
+    return Sample(request_type, name, start_ns, latency_ns, int(response_length or 0), error)

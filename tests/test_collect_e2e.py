@@ -173,8 +173,11 @@ def test_processes_run(tmp_path: Path) -> None:
     assert run["status"] == "complete" and len(run["workers"]) == 2
 
 
-def _long_run(tmp_path: Path, name: str) -> tuple[Path, procs.Proc, procs.Proc]:
-    """A 60 s master + 1 worker run, returned once the master has written events."""
+def _long_run(
+    tmp_path: Path, name: str, parts_wanted: int = 1
+) -> tuple[Path, procs.Proc, procs.Proc]:
+    """A 60 s master + 1 worker run, returned once the master has written ``parts_wanted``
+    event parts (one per report interval)."""
     run_dir = tmp_path / name
     run_dir.mkdir()
     port = _free_port()
@@ -198,7 +201,7 @@ def _long_run(tmp_path: Path, name: str) -> tuple[Path, procs.Proc, procs.Proc]:
     )
     parts = run_dir / "events.parts"
     deadline = epoch_ns() + 40_000_000_000
-    while not list(parts.glob("part-*.parquet")):
+    while len(list(parts.glob("part-*.parquet"))) < parts_wanted:
         if master.popen.poll() is not None or epoch_ns() > deadline:
             master.stop()
             worker.stop()
@@ -212,7 +215,8 @@ def _long_run(tmp_path: Path, name: str) -> tuple[Path, procs.Proc, procs.Proc]:
 
 @pytest.mark.timeout(60)
 def test_killed_master_leaves_a_readable_directory(tmp_path: Path) -> None:
-    run_dir, master, worker = _long_run(tmp_path, "killed")
+    # two intervals: the interval logs hold seconds back a few seconds for late reports
+    run_dir, master, worker = _long_run(tmp_path, "killed", parts_wanted=2)
     try:
         killed_at = epoch_ns()
         master.popen.send_signal(signal.SIGKILL)
