@@ -1,5 +1,6 @@
 """Load held (issue 7): every TCP model but ``simple`` serves 1,000 concurrent connections doing
-round trips, with zero errors, in bounded time.
+round trips, with zero errors, in bounded time; and 1,000 idle connections neither stall other
+clients nor cost unbounded memory in the models that serve all connections at once.
 
 The client is an asyncio driver in the test process. All 1,000 connections are opened first.
 For the models that serve every connection at once, each connection then does one round trip
@@ -14,9 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import resource
+import socket
 import time
 from dataclasses import dataclass, field
 
+import psutil
 import pytest
 
 from servers.tcp import MODELS
@@ -110,3 +113,39 @@ def test_thousand_concurrent_connections(
     assert outcome.ok == CONNECTIONS
     assert rc == 0
     assert "Traceback" not in p.stderr_text()
+
+
+ALL_AT_ONCE_IN_ONE_PROCESS = ["asyncio", "uvloop", "select", "epoll", "thread", "select_prethread"]
+
+
+@pytest.mark.parametrize("model", ALL_AT_ONCE_IN_ONE_PROCESS)
+def test_thousand_idle_connections_neither_stall_others_nor_cost_much(
+    model: str, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> None:
+    """1,000 clients that connect and never send: another client is still answered at once and
+    the server's own memory grows by a bounded amount (thread: a stack and a 64 KiB buffer per
+    connection; the event loops: a few hundred bytes). The pool models (prefork, prethread) and
+    simple are stalled by idle clients by design, and fork pays a process per idle client."""
+    raise_nofile(CONNECTIONS + 256)
+    p = procs.server("tcp", "--model", model, tmp_path=tmp_path_factory.mktemp(model))
+    server = psutil.Process(p.pid)
+    idle: list[socket.socket] = []
+    try:
+        before = server.memory_full_info().uss
+        idle = [socket.create_connection(("127.0.0.1", p.port), timeout=30) for _ in range(1000)]
+        with socket.create_connection(("127.0.0.1", p.port), timeout=5) as active:
+            began = time.perf_counter()
+            active.sendall(b"are you there")
+            assert active.recv(64) == b"are you there"
+            answered_s = time.perf_counter() - began
+        grown_mb = (server.memory_full_info().uss - before) / 1e6
+    finally:
+        for sock in idle:
+            sock.close()
+        rc = p.stop()
+    line = f"tcp {model}: 1000 idle connections: answered in {answered_s:.3f} s, +{grown_mb:.1f} MB"
+    print(line)
+    request.node.user_properties.append(("idle", line))
+    assert answered_s < 2.0
+    assert grown_mb < (160 if model == "thread" else 32)
+    assert rc == 0
