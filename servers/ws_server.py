@@ -155,7 +155,6 @@ class Echo:
         self.reply_before = args.reply == "before"
         self.pool = pool
         self.background = asyncio.Semaphore(BACKGROUND_LIMIT)
-        self.jobs: set[asyncio.Future[Any]] = set()
 
     async def handle(self, ws: ServerConnection) -> None:
         try:
@@ -187,24 +186,22 @@ class Echo:
                     await asyncio.sleep(wait / 1e9)
                 await ws.send(reply)
 
-        writer = asyncio.create_task(write())
-        try:
+        async def read() -> None:
             async for message in ws:
-                item = (time.monotonic_ns(), message)
-                if backlog.full():  # wait for room, unless the writer has failed meanwhile
-                    put = asyncio.ensure_future(backlog.put(item))
-                    await asyncio.wait({put, writer}, return_when=asyncio.FIRST_COMPLETED)
-                    if not put.done():
-                        put.cancel()
-                else:
-                    backlog.put_nowait(item)
-                if writer.done():
-                    break
+                await backlog.put((time.monotonic_ns(), message))
+
+        # Whichever ends first ends the connection: the client leaving stops the writer, and a
+        # writer failure (a bad frame) must not wait for the client's next message.
+        tasks = {asyncio.create_task(read()), asyncio.create_task(write())}
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            if not writer.done():
-                writer.cancel()
-        if not writer.cancelled() and writer.exception() is not None:
-            raise writer.exception()  # type: ignore[misc]
+            for task in tasks:
+                task.cancel()
+        for task in done:
+            failure = task.exception()
+            if failure is not None:
+                raise failure
 
     async def respond(self, message: str | bytes) -> str | bytes:
         """The reply to one message (the message itself unless it is a STATS request)."""

@@ -250,3 +250,21 @@ def test_stats_mode_rejects_invalid_frames_with_1007(start_server) -> None:
     again.send_binary(b"ok")
     assert again.recv() == b"ok"
     again.close()
+
+
+def test_delayed_stats_mode_answers_in_order_then_rejects_a_bad_frame(
+    start_server, image: bytes
+) -> None:
+    """With --delay-ms the replies come from a separate writer; its errors still close 1007."""
+    p = start_server("ws", "--work", "stats", "--workers", "1", "--delay-ms", "20")
+    ws = connect(p)
+    for seq in range(3):
+        ws.send_binary(stats_request(image[: 1000 * (seq + 1)], seq))
+    ws.send_binary(BAD_FRAMES["version"])
+    for seq in range(3):
+        assert parse_reply(ws.recv(), seq)["bytes"] == 1000 * (seq + 1)
+    assert close_code(ws) == 1007
+    again = connect(p)
+    again.send("still here")
+    assert again.recv() == "still here"
+    again.close()
