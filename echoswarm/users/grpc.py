@@ -126,16 +126,24 @@ class GrpcUser(User):
                 ("grpc.max_receive_message_length", MAX_MESSAGE),
             ],
         )
-        error = None
+        error: str | None = "interrupted"
+        ready = grpc.channel_ready_future(channel)
         try:
-            grpc.channel_ready_future(channel).result(timeout=self.opts.reply_timeout_s)
+            ready.result(timeout=self.opts.reply_timeout_s)
+            error = None
         except grpc.FutureTimeoutError:
             error = f"not ready within {self.opts.reply_timeout_s:g} s (server down or unreachable)"
         except Exception as exc:  # a malformed target, for one
             error = f"{type(exc).__name__}: {exc}"
+        finally:
+            if error is not None:
+                # Close explicitly, even when a stop interrupted us: a channel left to the
+                # garbage collector closes itself inside __del__, which can deadlock under
+                # gevent (seen: a run hanging at stop).
+                ready.cancel()
+                channel.close()
         self.sink(self._timed(timer, "connect", 0, error))
         if error is not None:
-            channel.close()
             self.backoff.wait()
             return False
         self.channel = channel

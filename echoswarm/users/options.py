@@ -22,6 +22,7 @@ import argparse
 import sys
 from typing import Any
 
+import gevent
 import locust
 from locust import events
 
@@ -225,6 +226,10 @@ def select_user_classes(user_classes: list[Any], transports: str) -> list[Any]:
 
 @events.init.add_listener
 def _on_init(environment: Any, **_kw: Any) -> None:
+    # Importing grpc & co. ran for a while without the gevent loop turning, so its cached
+    # "now" is stale; Locust arms the --run-time timer right after this event, and a stale
+    # clock makes the run end early by the import time (seen: -t 3s ending after 1.1 s).
+    gevent.get_hub().loop.update_now()
     parsed = getattr(environment, "parsed_options", None)
     transports = getattr(parsed, "transports", None)
     if not transports or not environment.user_classes:

@@ -15,16 +15,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import time
 from typing import Any
 
 import gevent
+import gevent.util
 import locust  # noqa: I001  (monkey-patch before anything else)
+from locust.argument_parser import parse_options
 from locust.env import Environment
 from locust.util.load_locustfile import load_locustfile
 
-from echoswarm.users import options
+import echoswarm.users.options  # noqa: F401  (registers our options before parsing)
 
 
 def main(argv: list[str]) -> int:
@@ -39,15 +42,17 @@ def main(argv: list[str]) -> int:
     parser.add_argument("-t", type=float, default=2.0)
     parser.add_argument("--classes", default="")
     args = parser.parse_args(argv)
+    # A hung run can be inspected: kill -USR1 <pid> prints every greenlet's stack to stderr.
+    signal.signal(signal.SIGUSR1, lambda *_: gevent.util.print_run_info(file=sys.stderr))
 
     user_classes, _ = load_locustfile(args.locustfile)
     classes = list(user_classes.values())
     if args.classes:
         wanted = args.classes.split(",")
         classes = [c for c in classes if c.__name__ in wanted]
-    env = Environment(
-        user_classes=classes, events=locust.events, parsed_options=options.parse_options(extra)
-    )
+    # Locust's full parser (ours and every plugin's options), as the locust command builds it
+    parsed = parse_options(["-f", args.locustfile, *extra])
+    env = Environment(user_classes=classes, events=locust.events, parsed_options=parsed)
     samples: list[list[Any]] = []
 
     def on_request(**kw: Any) -> None:

@@ -1,0 +1,90 @@
+"""GrpcUser (all four RPC kinds) against the real gRPC echo server, in real Locust runs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests import procs
+from tests.fakes.runs import local_run, locust_headless
+
+PATTERNS = "locustfiles/grpc_patterns.py"
+
+
+@pytest.mark.timeout(60)
+def test_every_rpc_kind_paced_against_a_delayed_server(
+    start_server: Callable[..., procs.Proc],
+) -> None:
+    server = start_server("grpc", "--delay-ms", "20")
+    r = local_run(
+        PATTERNS, 4, 3.0, "--grpc-target", server.target, "--stream-messages", "10"
+    )  # one user per kind; streaming calls carry 10 frames, one per 100 ms
+    assert r.errors == 0 and r.failures() == {}, r.failures()
+    assert r.names() == {
+        ("grpc", "connect"),
+        ("grpc", "unary"),
+        ("grpc", "server_stream first"),
+        ("grpc", "server_stream msg"),
+        ("grpc", "client_stream"),
+        ("grpc", "bidi msg"),
+    }
+    assert len(r.ok("grpc", "connect")) == 4
+    for name in ("unary", "server_stream msg", "bidi msg", "server_stream first"):
+        assert 20.0 <= r.p50_ms("grpc", name) <= 25.0, (name, r.p50_ms("grpc", name))
+    # paced unary: 10 calls/s for ~3 s
+    assert 27 <= len(r.rows("grpc", "unary")) <= 33
+    # bidi: each call carries exactly 10 frames, seq 0..9 (the last call may be cut by the stop)
+    calls = sorted(r.rows("grpc", "bidi msg"), key=lambda s: s.start_ns)
+    assert 27 <= len(calls) <= 33
+    seqs = [s.seq for s in calls]
+    assert seqs[:20] == list(range(10)) * 2
+    # server stream: frame i measured against request time + i * 100 ms
+    frames = r.rows("grpc", "server_stream msg")
+    assert 25 <= len(frames) <= 40  # calls of 0.92 s back to back
+    assert frames[:10] == sorted(frames[:10], key=lambda s: s.seq)
+    # client stream: a whole paced upload of 10 frames takes ~0.9 s
+    uploads = r.ok("grpc", "client_stream")
+    assert 2 <= len(uploads) <= 4
+    assert all(880 <= s.ms <= 1100 for s in uploads), [s.ms for s in uploads]
+    assert all(s.nbytes == 10 * (3200 - 32) for s in uploads)
+
+
+@pytest.mark.timeout(60)
+def test_every_rpc_kind_pingpong(start_server: Callable[..., procs.Proc]) -> None:
+    server = start_server("grpc")
+    r = local_run(
+        PATTERNS, 4, 1.5, "--grpc-target", server.target, "--mode", "pingpong",
+        "--stream-messages", "20",
+    )  # fmt: skip
+    assert r.errors == 0 and r.failures() == {}, r.failures()
+    for name in ("unary", "server_stream msg", "bidi msg"):
+        assert len(r.rows("grpc", name)) > 50, name
+    assert len(r.rows("grpc", "client_stream")) > 5
+
+
+@pytest.mark.timeout(90)
+def test_processes_2_headless_runs_and_stops_cleanly(
+    start_server: Callable[..., procs.Proc], tmp_path: Path
+) -> None:
+    server = start_server("grpc", "--delay-ms", "5")
+    done, rows = locust_headless(
+        PATTERNS,
+        4,
+        "4s",
+        "--processes",
+        "2",
+        "--grpc-target",
+        server.target,
+        "--stream-messages",
+        "5",
+        csv_prefix=tmp_path / "p2",
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr
+    for name in ("connect", "unary", "server_stream first", "server_stream msg", "bidi msg"):
+        assert int(rows[("grpc", name)]["Request Count"]) > 0, name
+    assert all(int(v["Failure Count"]) == 0 for v in rows.values()), rows
+    assert int(rows[("grpc", "connect")]["Request Count"]) == 4
