@@ -10,7 +10,7 @@ import json
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psutil
@@ -91,16 +91,19 @@ def _not_zombie(pid: int) -> bool:
         return False
 
 
+Orchestrate = Callable[[list[str]], Orchestrator]
+
+
 @pytest.fixture
-def orchestrate(tmp_path: Path) -> Iterator[type[Orchestrator]]:
+def orchestrate(tmp_path: Path) -> Iterator[Orchestrate]:
     started: list[Orchestrator] = []
 
-    class _O(Orchestrator):
-        def __init__(self, argv: list[str]) -> None:
-            super().__init__(argv, tmp_path)
-            started.append(self)
+    def _start(argv: list[str]) -> Orchestrator:
+        o = Orchestrator(argv, tmp_path)
+        started.append(o)
+        return o
 
-    yield _O
+    yield _start
     for o in started:
         if o.popen.poll() is None:
             o.popen.kill()
@@ -120,7 +123,7 @@ def _summary(results: Path) -> dict[tuple[str, str], dict[str, str]]:
 
 
 @pytest.mark.timeout(120)
-def test_audio_stream_end_to_end(tmp_path: Path, orchestrate: type[Orchestrator]) -> None:
+def test_audio_stream_end_to_end(tmp_path: Path, orchestrate: Orchestrate) -> None:
     results = tmp_path / "run"
     o = orchestrate(
         _argv(
@@ -167,7 +170,7 @@ def test_audio_stream_end_to_end(tmp_path: Path, orchestrate: type[Orchestrator]
 
 
 @pytest.mark.timeout(120)
-def test_violated_slo_exits_1(tmp_path: Path, orchestrate: type[Orchestrator]) -> None:
+def test_violated_slo_exits_1(tmp_path: Path, orchestrate: Orchestrate) -> None:
     results = tmp_path / "run"
     o = orchestrate(
         _argv(
@@ -195,7 +198,7 @@ def test_violated_slo_exits_1(tmp_path: Path, orchestrate: type[Orchestrator]) -
 
 @pytest.mark.timeout(120)
 def test_lost_worker_is_recorded_and_run_completes(
-    tmp_path: Path, orchestrate: type[Orchestrator]
+    tmp_path: Path, orchestrate: Orchestrate
 ) -> None:
     results = tmp_path / "run"
     o = orchestrate(
@@ -244,7 +247,7 @@ def _a_worker(o: Orchestrator) -> psutil.Process:
 
 @pytest.mark.timeout(120)
 def test_sigint_gives_partial_results_and_no_orphans(
-    tmp_path: Path, orchestrate: type[Orchestrator]
+    tmp_path: Path, orchestrate: Orchestrate
 ) -> None:
     results = tmp_path / "run"
     o = orchestrate(
@@ -263,7 +266,7 @@ def test_sigint_gives_partial_results_and_no_orphans(
 
 
 @pytest.mark.timeout(120)
-def test_dead_server_fails_the_run_fast(tmp_path: Path, orchestrate: type[Orchestrator]) -> None:
+def test_dead_server_fails_the_run_fast(tmp_path: Path, orchestrate: Orchestrate) -> None:
     results = tmp_path / "run"
     o = orchestrate(
         _argv(
