@@ -116,22 +116,20 @@ def _summary_columns(path: Path) -> list[str]:
 
 
 def _timeline(intervals: dict[str, hdr.IntervalLog], start_s: float | None) -> pd.DataFrame:
-    per: dict[tuple[hdr.Row, float], dict[str, HdrHistogram]] = {}
+    # Group first, decode one (row, second) at a time: memory stays flat for long runs.
+    groups: dict[tuple[hdr.Row, float], dict[str, list[hdr.Interval]]] = {}
     for kind in ("latency", "failed"):
         for iv in intervals[kind].intervals:
-            slot = per.setdefault((iv.row, iv.start_epoch_s), {})
-            have = slot.get(kind)
-            if have is None:
-                slot[kind] = iv.histogram
-            else:
-                have.add(iv.histogram)
+            groups.setdefault((iv.row, iv.start_epoch_s), {}).setdefault(kind, []).append(iv)
     out = []
-    for ((rt, name), sec), hs in sorted(per.items()):
-        ok = hs.get("latency")
-        failed = hs.get("failed")
-        n_ok = ok.get_total_count() if ok is not None else 0
-        n_failed = failed.get_total_count() if failed is not None else 0
-        p = hdr.percentiles_ms(ok if ok is not None else hdr.new_histogram(), TIMELINE_PERCENTILES)
+    for ((rt, name), sec), by_kind in sorted(groups.items()):
+        ok, failed = hdr.new_histogram(), hdr.new_histogram()
+        for iv in by_kind.get("latency", []):
+            iv.add_to(ok)
+        for iv in by_kind.get("failed", []):
+            iv.add_to(failed)
+        n_ok, n_failed = ok.get_total_count(), failed.get_total_count()
+        p = hdr.percentiles_ms(ok, TIMELINE_PERCENTILES)
         out.append(
             {
                 "request_type": rt,
@@ -145,7 +143,7 @@ def _timeline(intervals: dict[str, hdr.IntervalLog], start_s: float | None) -> p
                 "p90_ms": p[90.0],
                 "p99_ms": p[99.0],
                 "p999_ms": p[99.9],
-                "max_ms": ok.get_max_value() / 1000.0 if n_ok and ok is not None else math.nan,
+                "max_ms": ok.get_max_value() / 1000.0 if n_ok else math.nan,
             }
         )
     columns = [
