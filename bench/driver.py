@@ -202,8 +202,12 @@ def percentile(sorted_values: list[Any], q: float) -> Any:
 
 def lag_stats(lags: list[int], latencies: list[int]) -> dict[str, float]:
     lag_sorted, lat_sorted = sorted(lags), sorted(latencies)
+    # Service time = latency - sender lag (reply - actual send), per message.
+    service = sorted(lat - lag for lat, lag in zip(latencies, lags, strict=True))
     return {
         "messages": len(lags),
+        "latency_min_ms": (lat_sorted[0] if lat_sorted else 0) / 1e6,
+        "service_p50_ms": percentile(service, 0.50) / 1e6,
         "lag_p50_ms": percentile(lag_sorted, 0.50) / 1e6,
         "lag_p99_ms": percentile(lag_sorted, 0.99) / 1e6,
         "lag_max_ms": (lag_sorted[-1] if lag_sorted else 0) / 1e6,

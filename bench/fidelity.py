@@ -2,10 +2,11 @@
 
 Two checks, both against real servers on loopback:
 
-* **Known delay** — each echo server is started with ``--delay-ms 20`` and our user runs a few
-  paced streams against it. Every reply is held 20 ms by the server, so latency below 20 ms
-  would be a clock or matching bug, and the excess over 20 ms is what the client, the loopback
-  and the server's own scheduling add. Pass: p50 in [20, 21) ms and p99 below 25 ms.
+* **Known delay** — each echo server is started with ``--delay-ms 20`` and our users run a few
+  paced streams against it. Every reply is held 20 ms by the server, so a latency below 20 ms
+  would be a clock or matching bug (the check); the excess over 20 ms is what the sender's lag,
+  timer rounding on both sides, the loopback and the machine's load add (reported, split into
+  service time and sender lag).
 * **Ping-pong RTT beside C** — from the cost runs at one connection: the round trip p50/p99 our
   user reports versus what the C client measures against the same server. The difference is
   the Python client's share of every latency it reports (its per-message work sits inside the
@@ -51,12 +52,12 @@ def measure_delay(
 
 def delay_table(results: dict[str, dict[str, Any]]) -> str:
     head = (
-        f"{'transport':<9} {'msgs':>6} {'lat p50 ms':>10} {'lat p99 ms':>10} "
-        f"{'excess p50':>10} {'lag p99 ms':>10}  verdict"
+        f"{'transport':<9} {'msgs':>5} {'lat min':>8} {'lat p50':>8} {'lat p99':>8} "
+        f"{'svc p50':>8} {'lag p50':>8} {'lag p99':>8}  verdict"
     )
     lines = [
         f"server --delay-ms {DELAY_MS:g}; {STREAMS_PER_TRANSPORT} paced streams per transport "
-        "(3200 B / 100 ms) in one process; failures are the run's total",
+        "(3200 B / 100 ms) in one process; ms; failures are the run's total",
         head,
         "-" * len(head),
     ]
@@ -64,13 +65,30 @@ def delay_table(results: dict[str, dict[str, Any]]) -> str:
         if "error" in r:
             lines.append(f"{transport:<9} error: {r['error']}")
             continue
-        p50, p99 = r["latency_p50_ms"], r["latency_p99_ms"]
-        ok = DELAY_MS <= p50 < DELAY_MS + 1 and p99 < DELAY_MS + 5 and r["failures"] == 0
+        verdict = judge(r)
         lines.append(
-            f"{transport:<9} {r['messages']:>6} {p50:>10.3f} {p99:>10.3f} "
-            f"{p50 - DELAY_MS:>10.3f} {r['lag_p99_ms']:>10.3f}  {'ok' if ok else 'CHECK'}"
+            f"{transport:<9} {r['messages']:>5} {r['latency_min_ms']:>8.3f} "
+            f"{r['latency_p50_ms']:>8.3f} {r['latency_p99_ms']:>8.3f} {r['service_p50_ms']:>8.3f} "
+            f"{r['lag_p50_ms']:>8.3f} {r['lag_p99_ms']:>8.3f}  {verdict}"
         )
+    lines.append(
+        "lat = reply - intended send (what the rows report); svc = reply - actual send; "
+        "lag = actual - intended send"
+    )
     return "\n".join(lines)
+
+
+def judge(r: dict[str, Any]) -> str:
+    """ok: every message answered and none faster than the server's delay (a faster one would
+    be a clock or matching bug); the excess over the delay is shown, not judged (it is the
+    sender's lag plus timer rounding on both sides plus the machine's load)."""
+    if r["messages"] == 0:
+        return "NO SAMPLES"
+    if r["failures"]:
+        return f"{r['failures']} FAILED"
+    if r["latency_min_ms"] < DELAY_MS:
+        return f"BUG: a latency below {DELAY_MS:g} ms"
+    return f"ok (+{r['latency_p50_ms'] - DELAY_MS:.2f} ms at p50)"
 
 
 def rtt_table(transports: Sequence[str], cost_results: dict[Key, list[dict[str, Any]]]) -> str:
