@@ -35,6 +35,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent import futures
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -109,15 +110,15 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+@dataclass(frozen=True)
 class Config:
-    def __init__(
-        self, host: str, port: int, delay_ns: int, max_message_bytes: int, grace_s: float
-    ) -> None:
-        self.host = host
-        self.port = port
-        self.delay_ns = delay_ns
-        self.max_message_bytes = max_message_bytes
-        self.grace_s = grace_s
+    """The server's settings, as both implementations need them."""
+
+    host: str
+    port: int
+    delay_ns: int
+    max_message_bytes: int
+    grace_s: float
 
     def options(self) -> list[tuple[str, Any]]:
         return [
@@ -351,7 +352,6 @@ class SyncEcho(echo_pb2_grpc.EchoServicer):
 
     def __init__(self, config: Config, inflight: Inflight, stopping: threading.Event) -> None:
         self.inflight = inflight
-        self.delay_s = config.delay_ns / 1e9
         self.delay_ns = config.delay_ns
         self.limit = config.max_message_bytes
         self.stopping = stopping
