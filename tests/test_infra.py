@@ -184,23 +184,22 @@ def test_security_group_rules_are_exactly_the_intended_set(aws: str) -> None:  #
         for inst in roles[role]:
             assert [g["GroupId"] for g in inst["SecurityGroups"]] == [gid[group]]
 
-
-def test_no_web_ui_rule_without_allow_cidr(aws: str) -> None:  # noqa: F811
-    """And a second ``up`` converges the rules: the old --allow-cidr's rule is revoked."""
-    run_id = up("--allow-cidr", CIDR)
+    # A second up without --allow-cidr converges: no web UI rule at all, nothing else changed.
     r = infra("up", "--run-id", run_id, "--workers", "2", "--servers", "tcp,ws")
     assert r.rc == 0, r.err
     assert "revoking unintended ingress rule" in r.err
-    (master,) = client("ec2").describe_security_groups(
-        Filters=[{"Name": "tag:Name", "Values": [f"echoswarm-{run_id}-master"]}]
-    )["SecurityGroups"]
-    ports = sorted(p["FromPort"] for p in master["IpPermissions"])
-    assert ports == [5557]
-    everything = client("ec2").describe_security_groups()["SecurityGroups"]
-    for g in everything:
-        if tag_map(g).get("echoswarm:run") == run_id:
-            for p in g["IpPermissions"]:
-                assert all(r["CidrIp"] != "0.0.0.0/0" for r in p.get("IpRanges", []))
+    after = {
+        g["GroupId"]: g
+        for g in ec2.describe_security_groups(GroupIds=list(gid.values()))["SecurityGroups"]
+    }
+    assert rules(after[gid["master"]]["IpPermissions"]) == {("tcp", 5557, 5557, "workers")}
+    for g in after.values():
+        assert all(
+            r["CidrIp"] != "0.0.0.0/0" for p in g["IpPermissions"] for r in p.get("IpRanges", [])
+        )
+    assert rules(after[gid["servers"]]["IpPermissions"]) == rules(
+        groups["servers"]["IpPermissions"]
+    )
 
 
 def test_hardening_lifetime_and_tags_on_every_resource(aws: str) -> None:  # noqa: F811
