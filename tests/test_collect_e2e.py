@@ -147,7 +147,10 @@ def test_master_and_two_workers_against_the_tcp_server(
 def test_local_headless_run(tmp_path: Path) -> None:
     run_dir = tmp_path / "local"
     run_dir.mkdir()
-    argv = _headless(run_dir, "-u", "3", "-r", "3", "--events-sample-rate", "0.5")
+    # 0.5 asked for, and a cap (100 events/s) this run exceeds: thinned further, and recorded
+    argv = _headless(
+        run_dir, "-u", "3", "-r", "3", "--events-sample-rate", "0.5", "--events-max-per-s", "100"
+    )
     assert _wait(_locust(argv, tmp_path, "local"), 40) == 0
     run = read_run(run_dir)
     assert run["status"] == "complete" and run["mode"] == "local"
@@ -155,8 +158,14 @@ def test_local_headless_run(tmp_path: Path) -> None:
     rows = read_summary(run_dir)
     summary = Counter({(r["request_type"], r["name"]): r["count"] for r in rows})
     assert _locust_totals(run_dir / "locust.json") == summary
-    # half of the events are kept (the accumulator is exact up to one per row and report)
-    assert abs(read_events(run_dir).num_rows - run["count"] / 2) <= 3 * len(rows) * 3
+    events = read_events(run_dir)
+    rates = set(events["sample_rate"].to_pylist())
+    assert run["events_thinned"], run
+    assert run["events_min_applied_rate"] <= min(rates) < 0.5, (run, rates)
+    assert rates <= {0.5 / 2**k for k in range(12)}, rates
+    # each kept event stands for 1/rate samples: the weighted count is the true count
+    weighted = pc.sum(pc.divide(1.0, events["sample_rate"])).as_py()
+    assert weighted == pytest.approx(run["count"], rel=0.05)
     assert {r["name"] for r in rows} == {"connect", "paced msg", "plain"}
     failures = next(r for r in rows if r["name"] == "paced msg")["failures"]
     assert failures > 0  # every 97th synthetic echo is a mismatch
