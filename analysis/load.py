@@ -30,6 +30,7 @@ from echoswarm.results import ResultsError
 
 SUMMARY_INT_COLUMNS = ("count", "failures", "bytes", "lag_count")
 TIMELINE_PERCENTILES = (50.0, 90.0, 99.0, 99.9)
+_EMPTY = hdr.new_histogram()  # read-only stand-in for "no interval of this kind"
 
 
 @dataclass
@@ -115,6 +116,15 @@ def _summary_columns(path: Path) -> list[str]:
         return f.readline().strip().split(",")
 
 
+def _summed(intervals: list[hdr.Interval]) -> HdrHistogram:
+    if not intervals:
+        return _EMPTY
+    total = intervals[0].histogram()
+    for iv in intervals[1:]:
+        iv.add_to(total)
+    return total
+
+
 def _timeline(intervals: dict[str, hdr.IntervalLog], start_s: float | None) -> pd.DataFrame:
     # Group first, decode one (row, second) at a time: memory stays flat for long runs.
     groups: dict[tuple[hdr.Row, float], dict[str, list[hdr.Interval]]] = {}
@@ -123,11 +133,8 @@ def _timeline(intervals: dict[str, hdr.IntervalLog], start_s: float | None) -> p
             groups.setdefault((iv.row, iv.start_epoch_s), {}).setdefault(kind, []).append(iv)
     out = []
     for ((rt, name), sec), by_kind in sorted(groups.items()):
-        ok, failed = hdr.new_histogram(), hdr.new_histogram()
-        for iv in by_kind.get("latency", []):
-            iv.add_to(ok)
-        for iv in by_kind.get("failed", []):
-            iv.add_to(failed)
+        ok = _summed(by_kind.get("latency", []))
+        failed = _summed(by_kind.get("failed", []))
         n_ok, n_failed = ok.get_total_count(), failed.get_total_count()
         p = hdr.percentiles_ms(ok, TIMELINE_PERCENTILES)
         out.append(
