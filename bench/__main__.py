@@ -92,6 +92,11 @@ def build_parser() -> Parser:
     p.add_argument("--paced-transport", choices=cost.TRANSPORTS, default="tcp")
     p.add_argument("--paced-steps", type=int_list, default=None, help="stream counts to ramp")
     p.add_argument("--paced-seconds", type=positive_float, default=None)
+    p.add_argument(
+        "--gc-tune",
+        action="store_true",
+        help="paced: gc.freeze() after spawning and rarer young collections (the GC experiment)",
+    )
     p.add_argument("--fidelity-seconds", type=positive_float, default=None)
     return p
 
@@ -120,6 +125,7 @@ def plans(
         pp.steps = args.paced_steps
     if args.paced_seconds:
         pp.seconds = args.paced_seconds
+    pp.gc_tune = args.gc_tune
     if args.fidelity_seconds:
         fid_s = args.fidelity_seconds
     return cp, pp, fid_s

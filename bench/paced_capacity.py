@@ -28,6 +28,7 @@ class PacedPlan:
     seconds: float = 4.0
     settle_s: float = 1.0
     spawn_rate: float = 500.0
+    gc_tune: bool = False  # gc.freeze() once spawned + fewer young collections (see README)
 
     def timeout_s(self) -> float:
         spawn = sum(self.steps) / self.spawn_rate
@@ -50,6 +51,8 @@ def measure(plan: PacedPlan, target: str) -> list[dict[str, Any]]:
         "--spawn-rate",
         str(plan.spawn_rate),
     )
+    if plan.gc_tune:
+        argv.append("--gc-tune")
     return run_json_lines(argv, plan.timeout_s())
 
 
@@ -72,7 +75,12 @@ def table(plan: PacedPlan, steps: list[dict[str, Any]]) -> str:
         f"{'streams':>7} {'msgs':>7} {'expected':>8} {'lag p50 ms':>10} {'lag p99 ms':>10} "
         f"{'lag max ms':>10} {'lat p50 ms':>10} {'lat p99 ms':>10} {'CPU':>5} {'fail':>5}  holds"
     )
-    lines = [f"transport {plan.transport}, 3200 B every 100 ms per stream", head, "-" * len(head)]
+    gc_note = ", GC tuned (--gc-tune)" if plan.gc_tune else ""
+    lines = [
+        f"transport {plan.transport}, 3200 B every 100 ms per stream{gc_note}",
+        head,
+        "-" * len(head),
+    ]
     for s in steps:
         if "error" in s:
             lines.append(f"{s.get('streams', '?'):>7} error: {s['error']}")
