@@ -15,6 +15,8 @@
   ``--threads`` workers (each open stream holds one thread, hence the large default). As in
   any grpcio thread-pool server, calls beyond that many wait for a free thread: a load test
   sees that as latency, which is what the sync/aio comparison is meant to show.
+- A connection that has not completed its HTTP/2 handshake within ``--handshake-timeout-s``
+  (gRPC's own default, 120 s) is dropped, so silent clients do not pile up.
 - Health (``grpc.health.v1``: SERVING for "" and the Echo service) and reflection are served.
 - SO_REUSEPORT is switched off, so a second server on a busy port fails (exit 2) instead of
   silently sharing it. SIGTERM/SIGINT stop the server with a ``--grace-s`` grace period: calls
@@ -86,6 +88,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="largest message sent or received (default 64 MiB)",
     )
     parser.add_argument(
+        "--handshake-timeout-s",
+        type=non_negative_float,
+        default=120.0,
+        help="drop connections that have not completed the HTTP/2 handshake by then (120)",
+    )
+    parser.add_argument(
         "--grace-s",
         type=non_negative_float,
         default=5.0,
@@ -102,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
         delay_ns=int(args.delay_ms * 1_000_000),
         max_message_bytes=args.max_message_bytes,
         grace_s=args.grace_s,
+        handshake_timeout_s=args.handshake_timeout_s,
     )
     if args.impl == "aio":
         asyncio.run(_serve_aio(config))
@@ -119,12 +128,14 @@ class Config:
     delay_ns: int
     max_message_bytes: int
     grace_s: float
+    handshake_timeout_s: float
 
     def options(self) -> list[tuple[str, Any]]:
         return [
             ("grpc.so_reuseport", 0),
             ("grpc.max_send_message_length", self.max_message_bytes),
             ("grpc.max_receive_message_length", self.max_message_bytes),
+            ("grpc.server_handshake_timeout_ms", max(1, int(self.handshake_timeout_s * 1000))),
         ]
 
     @property
