@@ -5,10 +5,12 @@ on SIGTERM and SIGINT. Runs for grpc and ws, and tcp once ``servers/tcp`` exists
 from __future__ import annotations
 
 import re
+import resource
 import signal
 import socket
 import subprocess
 
+import psutil
 import pytest
 
 from tests import procs
@@ -101,3 +103,22 @@ def test_signals_stop_cleanly_with_exit_0(start_server, kind: str, sig: int) -> 
     with socket.create_connection((p.host, p.port), timeout=5):
         assert p.stop(sig, timeout=10) == 0
     assert "Traceback" not in p.stderr_text()
+
+
+@pytest.mark.parametrize("kind", ["grpc", "ws"])
+def test_server_raises_its_open_files_limit(tmp_path, kind: str) -> None:
+    """Started with a soft limit of 256, the server lifts it to the hard limit itself."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard <= 256:
+        pytest.skip(f"hard RLIMIT_NOFILE is only {hard}")
+    low_then_run = (
+        "import resource as r, runpy, sys; "
+        "r.setrlimit(r.RLIMIT_NOFILE, (256, r.getrlimit(r.RLIMIT_NOFILE)[1])); "
+        "sys.argv = ['servers', *sys.argv[1:]]; runpy.run_module('servers', run_name='__main__')"
+    )
+    p = procs.start([procs.PYTHON, "-c", low_then_run, kind, "--port", "0"], tmp_path=tmp_path)
+    try:
+        soft_now, hard_now = psutil.Process(p.pid).rlimit(psutil.RLIMIT_NOFILE)
+        assert soft_now == hard_now == hard
+    finally:
+        assert p.stop() == 0
