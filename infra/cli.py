@@ -66,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("-u", "--users", type=int, required=True)
     r.add_argument("-r", "--spawn-rate", type=float, required=True)
     r.add_argument("-t", "--run-time", required=True)
+    r.add_argument("--web", action="store_true", help="serve the web UI on the master's 8089")
     sub.add_parser("status", parents=[common], help="nodes, states, ages, cost so far")
     f = sub.add_parser("fetch", parents=[common], help="download results to results/<run-id>/")
     f.add_argument("--dest", type=Path)
@@ -201,6 +202,7 @@ def _on_run(args: argparse.Namespace, cloud: Cloud, run_id: str, record: dict[st
             run_time=args.run_time,
             extra=args.extra,
             record=record,
+            web=args.web,
         )
     if args.cmd == "status":
         for line in testrun.status(cloud, run_id):

@@ -91,6 +91,7 @@ class Node:
     launched: datetime
     spot: bool
     expires: str = ""
+    public_ip: str = ""
 
     def hours(self, now: datetime) -> float:
         return max(0.0, (now - self.launched).total_seconds() / 3600)
@@ -123,6 +124,7 @@ def nodes(cloud: Cloud, run_id: str, states: list[str] | None = None) -> list[No
                         launched=i["LaunchTime"],
                         spot=i.get("InstanceLifecycle") == "spot",
                         expires=t.get(TAG_EXPIRES, ""),
+                        public_ip=i.get("PublicIpAddress", ""),
                     )
                 )
     return sorted(out, key=lambda n: (n.role, n.instance_id))

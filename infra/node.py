@@ -31,6 +31,7 @@ from echoswarm.commands import master_argv, server_argv, target_value, worker_ar
 CODE_DIR = "/opt/echoswarm/code"
 VENV_DIR = "/opt/echoswarm/venv"
 LIVE_UPLOAD_EVERY_S = 5.0
+WEB_AUTOQUIT_S = 60  # time to look at the final numbers in the web UI
 
 
 def build_argv(args: argparse.Namespace, config: dict[str, Any]) -> list[str]:
@@ -61,7 +62,11 @@ def build_argv(args: argparse.Namespace, config: dict[str, Any]) -> list[str]:
         results_dir=config["results_dir"],
         bind_host=config.get("bind_host", "0.0.0.0"),
         bind_port=int(config.get("bind_port", 5557)),
-        extra=[*targets, *config.get("extra", [])],
+        web=bool(config.get("web")),
+        web_host=config.get("bind_host", "0.0.0.0"),
+        # with the web UI the master would stay up after the test: quit soon after it ends
+        extra=[*targets, *(["--autoquit", str(WEB_AUTOQUIT_S)] if config.get("web") else [])]
+        + list(config.get("extra", [])),
         python=py,
     )
 

@@ -142,6 +142,7 @@ def run(
     run_time: str,
     extra: list[str],
     record: dict[str, Any],
+    web: bool = False,
 ) -> int:
     """Configure the servers the scenario declares, start the master's unit, wait, report."""
     path = (ROOT / locustfile).resolve()
@@ -191,6 +192,7 @@ def run(
         ],
         # A worker node that never comes up must fail the test, not hang it.
         "extra": ["--expect-workers-max-wait", str(WORKERS_MAX_WAIT_S), *extra],
+        "web": web,
         "results_dir": f"{NODE_RESULTS}/{run_id}",
         "bucket": bucket,
         "prefix": results_prefix(run_id),
@@ -203,6 +205,10 @@ def run(
         f"journalctl -u {MASTER_UNIT} -n 40 --no-pager -o cat",
         "exit $rc",
     ]
+    if web:
+        allowed = record.get("spec", {}).get("allow_cidr")
+        where = f"from {allowed} only" if allowed else "by nobody: `up` had no --allow-cidr"
+        progress(f"web UI: http://{master.public_ip or master.private_ip}:8089 (reachable {where})")
     budget = seconds + 600  # spawn, workers reconnecting after the last test, the upload
     progress(f"run {run_id}: {locustfile} -u {users} -r {spawn_rate:g} -t {run_time}")
     cid = _send(cloud, master.instance_id, script, budget, "start the test")

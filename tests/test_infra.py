@@ -71,9 +71,11 @@ def test_full_cycle_up_status_run_fetch_down(aws: str, tmp_path: Path) -> None: 
     assert "cost so far (estimate" in st.out
     assert re.search(r"lifetime guard: first node ends itself at 20\d\d-", st.out), st.out
 
-    r = infra("run", "tests/infra_scenario.py", "-u", "4", "-r", "2", "-t", "5s")
+    r = infra("run", "tests/infra_scenario.py", "-u", "4", "-r", "2", "-t", "5s", "--web")
     assert r.rc == 0, r.err
     config = _sent_master_config()
+    assert config["web"] is True
+    assert re.search(r"web UI: http://[\d.]+:8089 \(reachable from 203\.0\.113\.0/24 only\)", r.err)
     server_ip = roles["server"][0]["PrivateIpAddress"]
     assert config["expect_workers"] == 4  # 2 nodes × 2 vCPUs (c7i.large), one process each
     assert config["extra"] == ["--expect-workers-max-wait", "600"]

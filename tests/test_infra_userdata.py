@@ -181,6 +181,22 @@ def test_units_run_exactly_the_commands_of_echoswarm_commands(tmp_path: Path) ->
         extra=["--ws-url", "ws://10.77.1.7:8765/echo", "--frame-bytes", "3200"],
         python=py,
     )
+    (tmp_path / "run.json").write_text(json.dumps({**cfg, "web": True}))
+    got = _node_argv([*master[:-1], str(tmp_path / "run.json")])
+    assert got == commands.master_argv(
+        "tests/infra_scenario.py",
+        expect_workers=3,
+        users=8,
+        spawn_rate=4,
+        run_time="30s",
+        results_dir="/var/lib/echoswarm/results/r1",
+        bind_host="0.0.0.0",
+        web=True,
+        web_host="0.0.0.0",
+        extra=["--ws-url", "ws://10.77.1.7:8765/echo", "--autoquit", "60"]
+        + ["--frame-bytes", "3200"],
+        python=py,
+    )
 
 
 def test_node_bootstrap_needs_only_the_standard_library() -> None:
