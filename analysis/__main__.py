@@ -2,8 +2,9 @@
 
 report  — writes report.md, report.html (self-contained) and the PNG plots into the results
           directory and prints the summary table.
-compare — prints both runs side by side with ratios and regression flags (beyond --threshold,
-          a percentage) and writes the combined percentile plot (--plot, default
+compare — prints both runs side by side (throughput and p50/p99/p99.9, A, B and B/A) with the
+          changes beyond --threshold (a percentage) flagged over all figures (rps, error rate,
+          mean, p50 … max), and writes the combined percentile plot (--plot, default
           <dir-b>/compare.png). --fail-on-regression makes a regression exit 1.
 
 Exit codes: 0 ok, 1 a regression with --fail-on-regression, 2 usage error or unreadable results.
@@ -12,6 +13,7 @@ Exit codes: 0 ok, 1 a regression with --fail-on-regression, 2 usage error or unr
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import NoReturn
@@ -75,6 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     except ResultsError as exc:
         print(f"python -m analysis {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError:  # e.g. piped into head: not an error
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (keeps interpreter exit quiet)
+        return 0
     except OSError as exc:
         print(f"python -m analysis {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -96,14 +101,14 @@ def _report(args: argparse.Namespace) -> int:
 
 def _compare(args: argparse.Namespace) -> int:
     from analysis import load
-    from analysis.compare import compare, figure, regressions
+    from analysis.compare import compare, figure, regressions, side_by_side
     from analysis.plots import png_bytes
     from analysis.summaries import format_table
 
     a, b = load(args.dir_a), load(args.dir_b)
     table = compare(a, b, args.threshold)
     print(f"A = {a.path}\nB = {b.path}   (ratio = B / A; threshold {args.threshold:.0%})")
-    print(format_table(table))
+    print(format_table(side_by_side(table)))
     bad = regressions(table)
     if not bad.empty:
         print(

@@ -81,6 +81,34 @@ def regressions(table: pd.DataFrame) -> pd.DataFrame:
     return table[table["flag"] == "regression"].reset_index(drop=True)
 
 
+WIDE_METRICS = ("rps", "p50_ms", "p99_ms", "p999_ms")
+
+
+def _short(metric: str) -> str:
+    return metric.removesuffix("_ms").replace("p999", "p99.9").replace("error_rate", "errors")
+
+
+def side_by_side(table: pd.DataFrame, metrics: tuple[str, ...] = WIDE_METRICS) -> pd.DataFrame:
+    """One row per (request_type, name): each metric's A, B and B/A, and what was flagged."""
+    out = []
+    for (rt, name), g in table.groupby(["request_type", "name"], sort=True):
+        by_metric = g.set_index("metric")
+        row: dict[str, object] = {"request_type": rt, "name": name}
+        for m in metrics:
+            label = _short(m)
+            row[f"{label} A"] = by_metric.at[m, "a"]
+            row[f"{label} B"] = by_metric.at[m, "b"]
+            row[f"{label} B/A"] = by_metric.at[m, "ratio"]
+        worse = [_short(m) for m in g.loc[g["flag"] == "regression", "metric"]]
+        better = [_short(m) for m in g.loc[g["flag"] == "improvement", "metric"]]
+        row["flags"] = "; ".join(
+            [f"worse: {' '.join(worse)}"] * bool(worse)
+            + [f"better: {' '.join(better)}"] * bool(better)
+        )
+        out.append(row)
+    return pd.DataFrame(out)
+
+
 def figure(a: Run, b: Run, label_a: str = "A", label_b: str = "B") -> Figure:
     """Both runs' percentile spectra on one plot (solid = A, dashed = B)."""
     fig = plots.spectrum([(label_a, a), (label_b, b)])

@@ -61,6 +61,7 @@ def spectrum(runs: Run | Sequence[tuple[str, Run]]) -> Figure:
     fig, ax = _figure()
     plotted = False
     styles = ["-", "--", ":", "-."]
+    colors: dict[tuple[str, str], str] = {}  # one color per row, one line style per run
     for i, (prefix, run) in enumerate(labelled):
         df = run.histograms
         for (rt, name), g in df.groupby(["request_type", "name"], sort=True):
@@ -69,7 +70,8 @@ def spectrum(runs: Run | Sequence[tuple[str, Run]]) -> Figure:
                 continue
             x = 1.0 / (1.0 - g["percentile"].to_numpy() / 100.0)
             label = (f"{prefix}: " if prefix else "") + _label(str(rt), str(name))
-            ax.plot(x, g["value_ms"].to_numpy(), styles[i % len(styles)], label=label)
+            color = colors.setdefault((str(rt), str(name)), f"C{len(colors) % 10}")
+            ax.plot(x, g["value_ms"].to_numpy(), styles[i % len(styles)], color=color, label=label)
             plotted = True
     if not plotted:
         _no_data(ax, "latencies")
