@@ -153,12 +153,12 @@ def test_stalled_server_shows_in_every_message_scheduled_during_the_stall(
     run.wait_started()
     time.sleep(0.8)  # streams running (stimulus schedule)
     t_stop = time.monotonic_ns()  # CLOCK_MONOTONIC is system-wide: comparable with the child's
-    for s in servers:
-        s.popen.send_signal(signal.SIGSTOP)
+    for server in servers:
+        server.popen.send_signal(signal.SIGSTOP)
     time.sleep(1.0)  # the stall
     t_cont = time.monotonic_ns()
-    for s in servers:
-        s.popen.send_signal(signal.SIGCONT)
+    for server in servers:
+        server.popen.send_signal(signal.SIGCONT)
     r = run.result()
     assert_clean_exit(r)
     assert r.failures() == {}

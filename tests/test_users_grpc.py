@@ -45,10 +45,11 @@ def test_every_rpc_kind_paced_against_a_delayed_server(
     assert 25 <= len(frames) <= 40  # calls of 0.92 s back to back
     assert frames[:10] == sorted(frames[:10], key=lambda s: s.seq)
     # client stream: a whole paced upload of 10 frames takes ~0.9 s
+    # (the one a stop cuts short ends early and counts only what it sent)
     uploads = r.ok("grpc", "client_stream")
-    assert 2 <= len(uploads) <= 4
-    assert all(880 <= s.ms <= 1100 for s in uploads), [s.ms for s in uploads]
-    assert all(s.nbytes == 10 * (3200 - 32) for s in uploads)
+    whole = [s for s in uploads if s.nbytes == 10 * (3200 - 32)]
+    assert 2 <= len(whole) and len(uploads) - len(whole) <= 1
+    assert all(880 <= s.ms <= 1100 for s in whole), [s.ms for s in whole]
 
 
 @pytest.mark.timeout(60)
@@ -83,8 +84,9 @@ def test_processes_2_headless_runs_and_stops_cleanly(
         timeout=60,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "Traceback" not in done.stderr
+    at = done.stderr.find("Traceback")
+    assert at < 0, done.stderr[max(0, at - 500) : at + 3000]
     for name in ("connect", "unary", "server_stream first", "server_stream msg", "bidi msg"):
-        assert int(rows[("grpc", name)]["Request Count"]) > 0, name
-    assert all(int(v["Failure Count"]) == 0 for v in rows.values()), rows
-    assert int(rows[("grpc", "connect")]["Request Count"]) == 4
+        assert int(rows[("grpc", name)]["count"]) > 0, name
+    assert all(int(v["failures"]) == 0 for v in rows.values()), rows
+    assert int(rows[("grpc", "connect")]["count"]) == 4

@@ -70,8 +70,8 @@ def test_churn_headless_connections_round_trips_and_sessions(
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "Traceback" not in done.stderr
-    counts = {key: (int(v["Request Count"]), int(v["Failure Count"])) for key, v in rows.items()}
+    counts = {key: (int(v["count"]), int(v["failures"])) for key, v in rows.items()}
     assert counts[("tcp", "connect")] == (6, 0)  # 2 users x 3 connections
     assert counts[("tcp", "msg")] == (30, 0)  # x 5 round trips each
     assert counts[("tcp", "session")] == (6, 0)
-    assert float(rows[("tcp", "session")]["Average Content Size"]) == 5 * 64
+    assert int(rows[("tcp", "session")]["bytes"]) == 6 * 5 * 64

@@ -41,9 +41,10 @@ def test_short_requests_with_stats_work(start_server: Callable[..., procs.Proc])
     assert r.names() == {("ws", "connect"), ("ws", "roundtrip"), ("ws", "session")}
     n = len(r.rows("ws", "roundtrip"))
     assert n >= 10
-    # one connection per request: as many connects and sessions as round trips (±1 cut by stop)
+    # one connection per request: as many connects and sessions as round trips, give or take
+    # the one per user the stop cut short (a cut session is not a sample)
     assert n <= len(r.rows("ws", "connect")) <= n + 2
-    assert n <= len(r.rows("ws", "session")) <= n
+    assert n - 2 <= len(r.rows("ws", "session")) <= n
     assert len({s.conn_id for s in r.rows("ws", "roundtrip")}) == n
 
 

@@ -32,7 +32,7 @@ from locust.exception import StopUser
 
 from echoswarm.measure import Timer, first_difference, next_conn_id
 from echoswarm.users import options
-from echoswarm.users._stream import Backoff, Stream, describe, stream_config
+from echoswarm.users._stream import Backoff, ConnectionLost, Stream, describe, stream_config
 from echoswarm.users.base import LocustSink, next_user_id
 from echoswarm.wire import (
     FLAG_STATS_REQUEST,
@@ -44,6 +44,8 @@ from echoswarm.wire import (
     read_stamps,
 )
 
+OPCODE_BINARY = websocket.ABNF.OPCODE_BINARY
+OPCODE_TEXT = websocket.ABNF.OPCODE_TEXT
 TEXT_HEADER = 48
 _TEXT_FILL = bytes(range(0x21, 0x7F))  # printable ASCII
 
@@ -92,13 +94,18 @@ class WsLink:
 
     def recv(self) -> tuple[int, int, int, str | None]:
         try:
-            data = self.ws.recv()
+            opcode, data = self.ws.recv_data()
         except websocket.WebSocketTimeoutException:
             raise TimeoutError from None
-        if self.text:
-            return self._check_text(data)
-        if not isinstance(data, bytes):
-            return -1, 0, 0, "expected a binary reply, got text"
+        if opcode == OPCODE_BINARY:
+            if self.text:
+                return -1, 0, 0, "expected a text reply, got binary"
+        elif opcode == OPCODE_TEXT:
+            if not self.text:
+                return -1, 0, 0, "expected a binary reply, got text"
+            return self._check_text(data.decode("utf-8", "replace"))
+        else:  # a close frame (websocket-client has answered it already)
+            raise ConnectionLost("connection closed by peer")
         if self.stats:
             return self._check_stats(data)
         if len(data) < HEADER_SIZE:
@@ -110,9 +117,7 @@ class WsLink:
             return seq, intended, sent, None
         return seq, intended, sent, first_difference(expect, data)
 
-    def _check_text(self, data: Any) -> tuple[int, int, int, str | None]:
-        if not isinstance(data, str):
-            return -1, 0, 0, "expected a text reply, got binary"
+    def _check_text(self, data: str) -> tuple[int, int, int, str | None]:
         try:
             seq, intended, sent = (int(data[i : i + 16], 16) for i in (0, 16, 32))
         except ValueError:
@@ -139,9 +144,17 @@ class WsLink:
         self.ws.settimeout(seconds)
 
     def close(self) -> None:
+        # Say goodbye (a close frame) but do not wait for the server's answer: the stream is
+        # over, and a dead or stalled server must not hold the user up.
+        ws = self.ws
         try:
-            self.ws.shutdown()  # no close handshake: the stream is over, don't wait for it
-        except Exception:  # noqa: S110 - closing a broken socket may fail; nothing to do
+            if ws.connected:
+                ws.send_close()
+        except Exception:  # the connection may already be broken; nothing more to do
+            pass
+        try:
+            ws.shutdown()
+        except Exception:
             pass
 
 

@@ -7,7 +7,7 @@ and gRPC's gevent mode never leak into the pytest process.
     python -m tests.fakes.local_run LOCUSTFILE -u USERS -t SECONDS [--classes A,B] -- OPTIONS
 
 Prints ``STARTED`` once all users are spawned, then one JSON object: ``samples`` (one list per
-sample: type, name, latency_ns, error, seq, conn_id, lag_ns, start_ns, user_id), Locust's
+sample: type, name, latency_ns, error, seq, conn_id, lag_ns, start_ns, user_id, nbytes), Locust's
 ``stats`` (per row: count, failures) and ``errors`` (unhandled greenlet exceptions).
 """
 
@@ -69,6 +69,7 @@ def main(argv: list[str]) -> int:
                     s.lag_ns,
                     s.start_ns,
                     s.user_id,
+                    s.nbytes,
                 ]
             )
 

@@ -28,6 +28,7 @@ class S(NamedTuple):
     lag_ns: int
     start_ns: int
     user_id: int
+    nbytes: int
 
     @property
     def ms(self) -> float:
@@ -157,8 +158,9 @@ def locust_headless(
     csv_prefix: Path,
     timeout: float = 90.0,
 ) -> tuple[subprocess.CompletedProcess[str], dict[tuple[str, str], dict[str, str]]]:
-    """``python -m locust -f ... --headless``; returns the process and Locust's stats CSV rows
-    keyed by (type, name)."""
+    """``python -m locust -f ... --headless``; returns the process and the rows of the run's
+    ``summary.csv`` (merged HDR figures; columns count, failures, p50_ms, bytes, ...) keyed by
+    (request_type, name)."""
     argv = [procs.PYTHON, "-m", "locust", "-f", locustfile, "--headless", "-u", str(users)]
     argv += ["-r", str(users), "-t", run_time, "--csv", str(csv_prefix), "--only-summary"]
     argv += [*opts, "--results-dir", f"{csv_prefix}-results"]
@@ -166,9 +168,9 @@ def locust_headless(
         argv, capture_output=True, text=True, timeout=timeout, cwd=procs.ROOT, env=procs.env()
     )
     rows: dict[tuple[str, str], dict[str, str]] = {}
-    stats_csv = Path(f"{csv_prefix}_stats.csv")
-    if stats_csv.exists():
-        with stats_csv.open() as f:
+    summary = Path(f"{csv_prefix}-results") / "summary.csv"
+    if summary.exists():
+        with summary.open() as f:
             for row in csv.DictReader(f):
-                rows[(row["Type"], row["Name"])] = row
+                rows[(row["request_type"], row["name"])] = row
     return done, rows
