@@ -95,7 +95,7 @@ def build_parser() -> Parser:
     p.add_argument(
         "--gc-tune",
         action="store_true",
-        help="paced: gc.freeze() after spawning and rarer young collections (the GC experiment)",
+        help="paced: gc.freeze() after spawning and rare full collections (the GC experiment)",
     )
     p.add_argument("--fidelity-seconds", type=positive_float, default=None)
     return p

@@ -28,7 +28,7 @@ class PacedPlan:
     seconds: float = 4.0
     settle_s: float = 1.0
     spawn_rate: float = 500.0
-    gc_tune: bool = False  # gc.freeze() once spawned + fewer young collections (see README)
+    gc_tune: bool = False  # gc.freeze() once spawned + rare full collections (README)
 
     def timeout_s(self) -> float:
         spawn = sum(self.steps) / self.spawn_rate
