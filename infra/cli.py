@@ -4,6 +4,7 @@ and the mapping of every failure to one line on stderr and an exit code (2 = usa
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from datetime import timedelta
 from pathlib import Path
@@ -149,7 +150,12 @@ def plan_lines(spec: RunSpec, region: str, run_id: str) -> list[str]:
 
 
 def _older_than(text: str) -> timedelta:
-    return timedelta(minutes=parse_lifetime(text)) if text != "0" else timedelta(0)
+    """``0``, ``90m``, ``6h``, ``2d`` → a timedelta (sweep's threshold)."""
+    m = re.fullmatch(r"(\d+)([mhd]?)", text.strip())
+    if not m or (m.group(2) == "" and m.group(1) != "0"):
+        raise UsageError(f"--older-than {text!r}: expected e.g. 0, 90m, 6h or 2d")
+    unit = {"m": 1, "h": 60, "d": 1440, "": 0}[m.group(2)]
+    return timedelta(minutes=int(m.group(1)) * unit)
 
 
 def dispatch(args: argparse.Namespace) -> int:
@@ -177,8 +183,9 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.cmd == "sweep":
         from infra import lifecycle
 
+        threshold = _older_than(args.older_than)
         cloud = Cloud(args.region or DEFAULT_REGION, args.profile)
-        lifecycle.sweep(cloud, _older_than(args.older_than), yes=args.yes, purge=args.purge)
+        lifecycle.sweep(cloud, threshold, yes=args.yes, purge=args.purge)
         return 0
     run_id, record = state.recall(args.run_id)
     if not run_id:

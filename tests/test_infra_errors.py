@@ -30,6 +30,7 @@ USAGE_ERRORS = [
     (["up", "--frobnicate"], "unrecognized arguments"),
     (["status"], "no run"),
     (["down", "--", "x"], "unexpected arguments"),
+    (["sweep", "--older-than", "soon"], "--older-than"),
 ]
 
 
@@ -119,7 +120,7 @@ def test_sweep_lists_then_removes_old_runs(aws: str) -> None:  # noqa: F811
     r = infra("up", "--workers", "1")
     assert r.rc == 0, r.err
     run_id = r.out.strip().splitlines()[-1]
-    young = infra("sweep", "--older-than", "6h")
+    young = infra("sweep", "--older-than", "2d")
     assert young.rc == 0 and run_id not in young.out
     listed = infra("sweep", "--older-than", "0")
     assert listed.rc == 0 and run_id in listed.out and "--yes" in listed.err
