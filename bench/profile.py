@@ -2,9 +2,9 @@
 
     python -m bench profile [--transports tcp,ws,grpc] [--conns 1] [--messages N]
 
-Runs ``bench.driver pingpong --client ours`` under ``py-spy record --threads -f raw`` (a
-sampling profiler outside the process: no tracing overhead, gevent greenlets and C-extension
-time show as they are) against a fresh echo server, then prints per transport:
+Runs ``bench.driver pingpong --client ours`` under ``py-spy record --nonblocking --threads
+-f raw`` (a sampling profiler outside the process that does not pause it: no tracing overhead,
+gevent greenlets and C-extension time show as they are) against a fresh echo server, then prints per transport:
 
 * the share of samples by *area* (the syscall wrappers of gevent sockets, gevent's hub,
   Locust's event/stats machinery, our results plugin, our user/measurement code, gRPC, ...);
@@ -103,7 +103,8 @@ def profile_transport(
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if Path(spy).exists():
         out = BUILD / f"profile-{transport}-{conns}.txt"
-        cmd = [spy, "record", "-r", "400", "--threads", "-f", "raw", "-o", str(out), "--"]
+        cmd = [spy, "record", "-r", "400", "--nonblocking", "--threads", "-f", "raw"]
+        cmd += ["-o", str(out), "--"]
         proc = subprocess.run(
             cmd + argv, capture_output=True, text=True, timeout=timeout_s, cwd=ROOT
         )
