@@ -119,6 +119,8 @@ def plan_lines(spec: RunSpec, region: str, run_id: str) -> list[str]:
         "  S3 bucket echoswarm-<account>-<run-id>: private, SSE-S3, TLS only; code tarball",
         f"  every node: AL2023 (SSM public parameter), IMDSv2 required, {prices.ROOT_VOLUME_GB} GiB"
         f" gp3 encrypted, shuts down (= terminates) after {spec.max_lifetime_minutes} min",
+        "  tags on everything: echoswarm=true, echoswarm:run=<run-id>, echoswarm:created, Name"
+        " (+ echoswarm:role, echoswarm:expires on instances)",
     ]
     rows = [
         ("server", 1, spec.server_type, False),
