@@ -4,7 +4,8 @@
 
 Runs ``bench.driver pingpong --client ours`` under ``py-spy record --nonblocking --threads
 -f raw`` (a sampling profiler outside the process that does not pause it: no tracing overhead,
-gevent greenlets and C-extension time show as they are) against a fresh echo server, then prints per transport:
+gevent greenlets and C-extension time show as they are) against a fresh echo server, then
+prints per transport:
 
 * the share of samples by *area* (the syscall wrappers of gevent sockets, gevent's hub,
   Locust's event/stats machinery, our results plugin, our user/measurement code, gRPC, ...);
