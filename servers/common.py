@@ -99,6 +99,16 @@ def add_common_arguments(parser: argparse.ArgumentParser, default_port: int) -> 
     )
 
 
+def add_grace_argument(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--grace-s``: how long SIGTERM/SIGINT wait for ``what`` before cutting it off."""
+    parser.add_argument(
+        "--grace-s",
+        type=non_negative_float,
+        default=5.0,
+        help=f"on SIGTERM/SIGINT, wait this long for {what} (default 5)",
+    )
+
+
 def setup_logging(level: str) -> None:
     logging.basicConfig(
         level=getattr(logging, level.upper()),

@@ -49,6 +49,7 @@ from protos import echo_pb2, echo_pb2_grpc
 from servers.common import (
     UsageError,
     add_common_arguments,
+    add_grace_argument,
     announce,
     cap_malloc_arenas,
     non_negative_float,
@@ -93,12 +94,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=120.0,
         help="drop connections that have not completed the HTTP/2 handshake by then (120)",
     )
-    parser.add_argument(
-        "--grace-s",
-        type=non_negative_float,
-        default=5.0,
-        help="on SIGTERM/SIGINT, let open calls finish for this long (default 5)",
-    )
+    add_grace_argument(parser, "open calls to finish")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -53,6 +53,7 @@ from websockets.protocol import State
 from echoswarm import wire
 from servers.common import (
     add_common_arguments,
+    add_grace_argument,
     announce,
     bind_error,
     non_negative_float,
@@ -119,12 +120,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=10.0,
         help="drop connections whose opening handshake is not done by then (10; 0 = never)",
     )
-    parser.add_argument(
-        "--grace-s",
-        type=non_negative_float,
-        default=5.0,
-        help="on SIGTERM/SIGINT, wait this long for connections to close (default 5)",
-    )
+    add_grace_argument(parser, "connections to close")
 
 
 def run(args: argparse.Namespace) -> int:
