@@ -126,6 +126,23 @@ def model_of(p: procs.Proc) -> str:
     return p.argv[p.argv.index("--model") + 1]
 
 
+@pytest.fixture(autouse=True)
+def fork_children_finished(request: pytest.FixtureRequest) -> Iterator[None]:
+    """With the shared fork-model server, wait (bounded) until the children that served this
+    test's connections have exited, so the next test starts clean and the leftover-process
+    check never races with a child in the middle of exiting."""
+    yield
+    if "server" not in request.fixturenames:
+        return
+    server: procs.Proc = request.getfixturevalue("server")
+    if model_of(server) != "fork" or server.popen.poll() is not None:
+        return
+    parent = psutil.Process(server.pid)
+    deadline = time.monotonic() + 10
+    while (children := parent.children()) and time.monotonic() < deadline:
+        psutil.wait_procs(children, timeout=0.2)
+
+
 # -- the contract -----------------------------------------------------------------------------
 
 
