@@ -279,7 +279,11 @@ class Stream:
         link.close()
 
     def run_pingpong(self, link: Link) -> None:
-        """The closed loop in one greenlet: send, wait for the reply (or time out), repeat."""
+        """The closed loop in one greenlet: send, wait for the reply (or time out), repeat.
+
+        The reply timeout is one watchdog greenlet per stream, not a socket timeout: a socket
+        timeout arms and cancels a timer on every blocking read, i.e. on every message.
+        """
         cfg = self.cfg
         inflight = self.inflight
         limit = cfg.max_messages
@@ -287,7 +291,7 @@ class Stream:
         send = link.send
         recv = link.recv
         on_reply = self.on_reply
-        link.set_timeout(cfg.timeout_s)
+        watchdog = gevent.spawn(self._watchdog, link)
         seq = 0
         try:
             while limit is None or seq < limit:
@@ -297,23 +301,40 @@ class Stream:
                 inflight.add(seq, sent, sent, self.nbytes)
                 self.sent += 1
                 send(seq, sent, sent)
-                try:
-                    rseq, intended, rsent, error = recv()
-                except TimeoutError:
-                    inflight.timeout_all()
-                    self.error = "timeout"
-                    break
+                rseq, intended, rsent, error = recv()
                 on_reply(rseq, intended, rsent, now_ns(), error)
                 seq += 1
         except gevent.GreenletExit:
+            watchdog.kill()
             self.drain_on_stop(lambda: self.receive_loop(link))
             raise
         except Exception as exc:
-            self.error = self.error or describe(exc)
+            if not self.closing:  # else the watchdog closed it and recorded why
+                self.error = self.error or describe(exc)
         finally:
+            watchdog.kill()
             self.closing = True
             link.close()
             self.finish()
+
+    def _watchdog(self, link: Link) -> None:
+        """Fail the outstanding message once it is older than the timeout and end the stream
+        (the connection is then out of step); wakes about once per timeout period."""
+        inflight = self.inflight
+        idle_s = self.cfg.timeout_s
+        while True:
+            deadline = inflight.next_deadline_ns()
+            now = now_ns()
+            if deadline is None:
+                gevent.sleep(idle_s)
+            elif now < deadline:
+                gevent.sleep((deadline - now) / 1e9)
+            else:
+                inflight.expire(now)
+                self.error = self.error or "timeout"
+                self.closing = True
+                link.close()
+                return
 
 
 class Backoff:

@@ -419,8 +419,10 @@ class GrpcUser(User):
                 frame.intended_send_ns = intended
                 frame.sent_ns = sent
                 yield frame  # serialized by gRPC before the next next()
-            if not stream.drain_after_send() and calls:
-                stream.closing = True  # replies overdue: end the call, the receiver stops
+            # A ping-pong timeout (error set) or replies overdue after the last send: end the
+            # call now rather than wait for the server to finish it; the receiver stops.
+            if (stream.error is not None or not stream.drain_after_send()) and calls:
+                stream.closing = True
                 calls[0].cancel()
 
         call = self.stub.Bidi(requests())
