@@ -66,12 +66,19 @@ class Children:
         return self.exited.fileno()
 
     def spawn(self, body: Callable[[Stop], None], *, close_in_child: tuple[int, ...] = ()) -> int:
-        """Fork; the child closes ``close_in_child`` fds, runs ``body(stop)`` and exits."""
+        """Fork; the child closes ``close_in_child`` fds, runs ``body(stop)`` and exits.
+
+        Raises OSError in the parent if the system cannot fork (EAGAIN, ENOMEM).
+        """
         parent = os.getpid()
         # Block shutdown signals across fork: until the child has installed its own handlers a
         # SIGTERM must not run the parent's handler in the child (it would stop the parent).
         blocked = signal.pthread_sigmask(signal.SIG_BLOCK, SHUTDOWN_SIGNALS)
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+            raise
         if pid:
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
             self.pids.add(pid)

@@ -8,11 +8,14 @@ so it is interrupted often — PEP 475 retries its poll) and on shutdown SIGTERM
 
 from __future__ import annotations
 
+import logging
 import socket
 
 from servers.tcp.acceptor import serve_per_connection
 from servers.tcp.children import Children
 from servers.tcp.discipline import Config, Ready, Stop, echo_connection
+
+log = logging.getLogger("servers.tcp")
 
 DEFAULT_MAX_CONNECTIONS = 1024
 
@@ -35,6 +38,8 @@ class _ProcessPerConnection(Children):
                 lambda child_stop: echo_connection(conn, self.cfg, child_stop),
                 close_in_child=self.inherited,
             )
+        except OSError as exc:  # out of processes or memory: drop this client, keep serving
+            log.warning("cannot fork for a new connection: %s", exc)
         finally:
             conn.close()  # the child has its own copy
 

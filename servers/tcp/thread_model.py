@@ -7,11 +7,14 @@ closes its connection and ends; the main thread waits for them (bounded by ``JOI
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 
 from servers.tcp.acceptor import serve_per_connection
 from servers.tcp.discipline import Config, Ready, Stop, Wakeup, echo_connection, join_threads
+
+log = logging.getLogger("servers.tcp")
 
 DEFAULT_MAX_CONNECTIONS = 4096
 
@@ -37,7 +40,13 @@ class _ThreadPerConnection:
         thread = threading.Thread(target=self._handle, args=(conn,), daemon=True)
         with self.lock:
             self.running.add(thread)
-        thread.start()
+        try:
+            thread.start()
+        except RuntimeError as exc:  # "can't start new thread": drop this client, keep serving
+            log.warning("cannot start a thread for a new connection: %s", exc)
+            with self.lock:
+                self.running.discard(thread)
+            conn.close()
 
     def _handle(self, conn: socket.socket) -> None:
         try:
