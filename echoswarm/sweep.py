@@ -43,7 +43,9 @@ from echoswarm.run import EXIT_OK, EXIT_RUN, EXIT_USAGE, LocalRun, RunConfig
 from echoswarm.scenario import ScenarioError, ServerSpec, read_servers
 
 POLL_S = 0.5  # how often a running cell's summary.csv is checked for completion
-GRACE_S = 2.0  # after the load is seen done, how long the master may take to end by itself
+# After the load is seen done, how long the master may take to end by itself (autostop, then
+# the results plugin's bounded wait for the workers' final reports) before it is told to.
+GRACE_S = 12.0
 
 
 class UsageError(Exception):

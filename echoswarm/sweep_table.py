@@ -60,6 +60,17 @@ def span_s(ev: pd.DataFrame, first: str, last: str) -> float:
     return float(end - a["start_ns"].min()) / 1e9
 
 
+def top_error(ev: pd.DataFrame) -> str:
+    """The most frequent error text of a cell with its count ("" when there were none)."""
+    if ev.empty or "error" not in ev:
+        return ""
+    errors = ev["error"].dropna()
+    if errors.empty:
+        return ""
+    counts = errors.value_counts()
+    return f"{counts.index[0]} ({int(counts.iloc[0])}×)"
+
+
 def fully_sampled(ev: pd.DataFrame) -> bool:
     """True when every sample was kept as an event (sums per connection are then exact)."""
     return "sample_rate" not in ev or ev.empty or bool((ev["sample_rate"] >= 1.0).all())

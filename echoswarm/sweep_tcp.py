@@ -35,10 +35,11 @@ from echoswarm.sweep import (
 )
 from servers.tcp import MODELS
 
-# Full defaults keep 10 models × 3 levels within ~15 minutes on a 2-core machine; the seed's
-# own load (100 connections × 50 round trips per user) is a flag away, capped per cell.
-FULL = {"users": [50, 150, 1000], "connections": 10, "round_trips": 20, "cell_time": 45.0}
-QUICK = {"users": [50, 200], "connections": 3, "round_trips": 10, "cell_time": 15.0}
+# Full defaults keep 10 models × 3 levels within ~15 minutes on a 2-core machine (the seed's 50
+# round trips per connection, 3 connections per user); the seed's own 100 connections per user
+# are a flag away, each cell then capped by --cell-time. Quick: one level, ~1.5 minutes.
+FULL = {"users": [50, 150, 1000], "connections": 3, "round_trips": 50, "cell_time": 60.0}
+QUICK = {"users": [200], "connections": 3, "round_trips": 10, "cell_time": 20.0}
 DEFAULT_WORKERS = 2
 
 HEADERS = {
@@ -95,6 +96,10 @@ def make_plan(argv: list[str], servers: list[ServerSpec]) -> Plan:
                     spawn_rate=ns.spawn_rate or float(u),  # everyone within ~1 s
                     time_limit_s=limit,
                     locust_args=[
+                        # A server that makes clients queue (simple, prefork at high
+                        # concurrency) is measured waiting, not cut off at Locust's 5 s.
+                        "--reply-timeout-s",
+                        "30",
                         "--connections-per-user",
                         str(conns),
                         "--round-trips",
@@ -173,6 +178,7 @@ def table(outcomes: list[Outcome], conns: int, rts: int) -> pd.DataFrame:
                 "total_p50_ms": st.fig(session, "p50_ms"),
                 "total_p99_ms": st.fig(session, "p99_ms"),
                 "total_mean_ms": st.fig(session, "mean_ms"),
+                "top_error": st.top_error(ev),
                 "wall_s": wall,
                 "rt_per_s": ok_rts / wall if wall and not math.isnan(wall) else math.nan,
                 "cell_s": round(o.wall_s, 1),
@@ -180,21 +186,35 @@ def table(outcomes: list[Outcome], conns: int, rts: int) -> pd.DataFrame:
             }
         )
     df = pd.DataFrame.from_records(records)
-    ranks = df.groupby("users")["total_p50_ms"].rank(method="min")
-    df["rank"] = ranks.map(lambda r: "" if math.isnan(r) else str(int(r)))
+    df["rank"] = ranks(df)
     return df
+
+
+def ranks(df: pd.DataFrame) -> list[str]:
+    """Rank by total p50 within a users level; a cell with errors or not done ranks after every
+    clean one (its percentiles only cover the connections that succeeded) and is starred."""
+    clean = (df["status"] == "done") & (df["errors"] == 0)
+    key = df["total_p50_ms"].fillna(math.inf) + (~clean) * 1e12
+    order = key.groupby(df["users"]).rank(method="min")
+    return [
+        f"{int(r)}" if ok else f"{int(r)}*" if not math.isnan(p) else ""
+        for r, ok, p in zip(order, clean, df["total_p50_ms"], strict=True)
+    ]
 
 
 def notes(df: pd.DataFrame) -> list[str]:
     out = [
         "Times in ms (wall in s). Latencies from merged HDR histograms; send/recv per conn is the",
         "sum of a connection's round trips (from events.parquet). Rank: total per conn p50 within",
-        "a users level. `capped` = the cell hit its time limit before every connection was made.",
+        "a users level; * = the cell had errors or was capped, ranked after the clean ones (its",
+        "percentiles cover only what succeeded). capped = the cell's time limit came before every",
+        "connection was made.",
     ]
-    for _, r in df[df["status"] != "done"].iterrows():
+    for _, r in df[(df["status"] != "done") | (df["errors"] > 0)].iterrows():
+        why = f"; most: {r['top_error']}" if r["top_error"] else ""
         out.append(
-            f"- {r['model']} at {r['users']} users: {r['status']} "
-            f"({r['connections']} connections, {r['errors']} errors)."
+            f"- {r['model']} at {r['users']} users: {r['status']}, {r['connections']} "
+            f"connections, {r['errors']} errors{why}."
         )
     for users, group in df.groupby("users"):
         by = group.set_index("model")
@@ -226,7 +246,8 @@ def plot(df: pd.DataFrame, path: Path) -> Path:
     for ax, users in zip(axes[0], levels, strict=True):
         g = df[df["users"] == users].sort_values("total_p50_ms", na_position="last")
         y = np.arange(len(g))
-        colors = ["#c44" if s != "done" else "#4a7" for s in g["status"]]
+        clean = (g["status"] == "done") & (g["errors"] == 0)
+        colors = ["#4a7" if ok else "#c44" for ok in clean]
         ax.barh(y, g["total_p50_ms"].fillna(0), color=colors, label="p50")
         ax.plot(g["total_p99_ms"], y, "k|", markersize=12, label="p99")
         ax.set_yticks(y, labels=list(g["model"]))
@@ -236,7 +257,7 @@ def plot(df: pd.DataFrame, path: Path) -> Path:
         ax.set_title(f"{users} users")
         ax.grid(axis="x", alpha=0.3)
     axes[0][0].legend(loc="lower right", fontsize=8)
-    fig.suptitle("S003: TCP server models (red = capped/failed cell)")
+    fig.suptitle("S003: TCP server models (red = cell with errors or capped)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
