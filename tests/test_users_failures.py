@@ -129,7 +129,18 @@ def test_corrupted_echo_is_a_failure_naming_the_byte(
 ) -> None:
     fakes = [
         procs.start(
-            [procs.PYTHON, "-m", "tests.fakes.flipper", kind, "--every", "5", "--offset", "100"],
+            [
+                procs.PYTHON,
+                "-m",
+                "tests.fakes.flipper",
+                kind,
+                "--every",
+                "5",
+                "--offset",
+                "100",
+                "--ping-every",
+                "3",
+            ],
             tmp_path=tmp_path / kind,
         )
         for kind in ("grpc", "ws", "tcp")

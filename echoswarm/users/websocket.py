@@ -21,8 +21,10 @@ the payload size (and ``max``/``min``/``mean``/``median``, when present, the pay
 from __future__ import annotations
 
 import json
+import os
 import socket
 import statistics
+import struct
 from typing import Any
 
 import locust  # noqa: F401  (gevent monkey-patching before any socket use)
@@ -47,6 +49,7 @@ from echoswarm.wire import (
 OPCODE_BINARY = websocket.ABNF.OPCODE_BINARY
 OPCODE_TEXT = websocket.ABNF.OPCODE_TEXT
 TEXT_HEADER = 48
+_STAMPS = struct.Struct("<Qqq")  # seq, intended_send_ns, sent_ns at frame offset 8
 _TEXT_FILL = bytes(range(0x21, 0x7F))  # printable ASCII
 
 
@@ -144,18 +147,149 @@ class WsLink:
         self.ws.settimeout(seconds)
 
     def close(self) -> None:
-        # Say goodbye (a close frame) but do not wait for the server's answer: the stream is
-        # over, and a dead or stalled server must not hold the user up.
-        ws = self.ws
-        try:
-            if ws.connected:
-                ws.send_close()
-        except Exception:  # the connection may already be broken; nothing more to do
-            pass
-        try:
-            ws.shutdown()
-        except Exception:
-            pass
+        _close_session(self.ws)
+
+
+class WsBinaryLink:
+    """The binary echo data path driven directly over the session's socket.
+
+    websocket-client does the handshake and the close; messages bypass its pure-Python framing
+    (``ABNF.format``, per-message masking of the whole payload, byte-wise reads), which costs
+    more than the socket I/O itself. The client frame is built once, already masked: RFC 6455
+    wants a mask key per frame so that scripts cannot make a browser's bytes predictable to a
+    proxy; a load generator talking to its own echo server has no such attacker, so one random
+    key per connection is used and only the 24 stamped header bytes are re-masked per message.
+    Server frames are read through one buffer; pings are answered, a close frame ends the
+    stream, a fragmented message is reassembled.
+    """
+
+    def __init__(self, ws: Any, frame_bytes: int) -> None:
+        self.ws = ws
+        self.sock = ws.sock
+        self.nbytes = size = frame_bytes
+        self._key = os.urandom(4)
+        self._key24 = int.from_bytes(self._key * 6, "little")  # stamps start at offset 8
+        plain = bytes(FrameTemplate(frame_bytes).stamp(0, 0, 0))
+        head = bytes([0x80 | OPCODE_BINARY]) + _length_field(size, masked=True) + self._key
+        self._out = bytearray(head + _mask(plain, self._key))
+        self._out_view = memoryview(self._out)
+        self._stamp_at = len(head) + 8
+        self._expect = bytearray(plain)
+        self._buf = bytearray(max(1 << 16, 4 * (size + 16)))
+        self._view = memoryview(self._buf)
+        self._start = 0
+        self._end = 0
+
+    def send(self, seq: int, intended_ns: int, sent_ns: int) -> None:
+        at = self._stamp_at
+        stamps = int.from_bytes(_STAMPS.pack(seq, intended_ns, sent_ns), "little")
+        self._out[at : at + 24] = (stamps ^ self._key24).to_bytes(24, "little")
+        n = self.sock.send(self._out)
+        if n < len(self._out):
+            self.sock.sendall(self._out_view[n:])
+
+    def recv(self) -> tuple[int, int, int, str | None]:
+        pieces: list[bytes] = []
+        kind = 0  # opcode of the message being assembled
+        while True:
+            fin, opcode, data = self._frame()
+            if opcode in (OPCODE_BINARY, OPCODE_TEXT, 0):  # (part of) a data message
+                kind = opcode or kind
+                if fin and not pieces:
+                    break
+                pieces.append(data)
+                if fin:
+                    data = b"".join(pieces)
+                    break
+            elif opcode == 0x9:  # ping: answer with a pong carrying the same data
+                pong = bytes([0x8A]) + _length_field(len(data), masked=True) + self._key
+                self.sock.sendall(pong + _mask(data, self._key))
+            elif opcode == 0x8:
+                raise ConnectionLost("connection closed by peer")
+        if kind != OPCODE_BINARY:
+            return -1, 0, 0, "expected a binary reply, got text"
+        if len(data) != self.nbytes:
+            return -1, 0, 0, f"echo length {len(data)} != sent {self.nbytes}"
+        seq, intended, sent = read_stamps(data)
+        expect = self._expect
+        expect[8:32] = data[8:32]
+        if data == expect:
+            return seq, intended, sent, None
+        return seq, intended, sent, first_difference(expect, data)
+
+    def _frame(self) -> tuple[bool, int, bytes]:
+        """One server frame: (fin, opcode, payload)."""
+        self._fill(2)
+        b0, b1 = self._buf[self._start], self._buf[self._start + 1]
+        length = b1 & 0x7F
+        head = 2
+        if length == 126:
+            head = 4
+        elif length == 127:
+            head = 10
+        if b1 & 0x80:
+            raise ConnectionLost("protocol error: the server masked a frame")
+        self._fill(head)
+        if head == 4:
+            length = int.from_bytes(self._buf[self._start + 2 : self._start + 4], "big")
+        elif head == 10:
+            length = int.from_bytes(self._buf[self._start + 2 : self._start + 10], "big")
+        self._fill(head + length)
+        at = self._start + head
+        data = bytes(self._buf[at : at + length])
+        self._start = at + length
+        return bool(b0 & 0x80), b0 & 0x0F, data
+
+    def _fill(self, n: int) -> None:
+        """Make ``n`` unread bytes available in the buffer (reading from the socket)."""
+        while self._end - self._start < n:
+            if self._start + n > len(self._buf):  # no room after the unread bytes: compact
+                unread = self._end - self._start
+                if n > len(self._buf):
+                    self._buf.extend(bytes(n - len(self._buf)))
+                    self._view = memoryview(self._buf)
+                self._buf[:unread] = self._buf[self._start : self._end]
+                self._start, self._end = 0, unread
+            got = self.sock.recv_into(self._view[self._end :])
+            if not got:
+                raise ConnectionLost("connection closed by peer")
+            self._end += got
+
+    def set_timeout(self, seconds: float | None) -> None:
+        self.sock.settimeout(seconds)
+
+    def close(self) -> None:
+        _close_session(self.ws)
+
+
+def _length_field(n: int, *, masked: bool) -> bytes:
+    bit = 0x80 if masked else 0
+    if n < 126:
+        return bytes([bit | n])
+    if n < 1 << 16:
+        return bytes([bit | 126]) + n.to_bytes(2, "big")
+    return bytes([bit | 127]) + n.to_bytes(8, "big")
+
+
+def _mask(data: bytes, key: bytes) -> bytes:
+    """XOR ``data`` with the repeating 4-byte ``key`` (RFC 6455 masking)."""
+    reps = len(data) // 4 + 1
+    keyed = int.from_bytes((key * reps)[: len(data)], "little")
+    return (int.from_bytes(data, "little") ^ keyed).to_bytes(len(data), "little")
+
+
+def _close_session(ws: Any) -> None:
+    # Say goodbye (a close frame) but do not wait for the server's answer: the stream is
+    # over, and a dead or stalled server must not hold the user up.
+    try:
+        if ws.connected:
+            ws.send_close()
+    except Exception:  # the connection may already be broken; nothing more to do
+        pass
+    try:
+        ws.shutdown()
+    except Exception:
+        pass
 
 
 def expected_stats(n: int) -> dict[str, float]:
@@ -217,7 +351,7 @@ class WebSocketUser(User):
         else:
             self.session_once()
 
-    def connect(self) -> tuple[WsLink, int, Timer] | None:
+    def connect(self) -> tuple[WsLink | WsBinaryLink, int, Timer] | None:
         """Open a session (row ``connect``: TCP connect + upgrade); None after a failure."""
         conn_id = next_conn_id()
         timer = Timer()
@@ -243,7 +377,11 @@ class WebSocketUser(User):
         self.sink(
             timer.sample("ws", self.name_prefix + "connect", user_id=self.user_id, conn_id=conn_id)
         )
-        link = WsLink(ws, self.opts.frame_bytes, text=self.text, stats=self.stats)
+        link: WsLink | WsBinaryLink
+        if self.text or self.stats:
+            link = WsLink(ws, self.opts.frame_bytes, text=self.text, stats=self.stats)
+        else:
+            link = WsBinaryLink(ws, self.opts.frame_bytes)
         return link, conn_id, timer
 
     def session_once(self) -> None:

@@ -4,7 +4,8 @@
         [--frame-bytes F]
 
 Every K-th message (the 1st, the K+1-th, ...) comes back with the byte at ``--offset`` of the
-frame inverted (for gRPC: of the Frame's payload). TCP counts messages in ``--frame-bytes``
+frame inverted (for gRPC: of the Frame's payload). ``--ping-every`` makes the WebSocket server
+interleave pings, which the client must answer. TCP counts messages in ``--frame-bytes``
 chunks of the byte stream. Prints ``LISTENING <kind> 127.0.0.1:<port>`` like the real servers.
 """
 
@@ -61,9 +62,13 @@ async def _ws(args: argparse.Namespace) -> None:
             async for message in ws:
                 if isinstance(message, bytes) and n % args.every == 0:
                     message = _flip(message, args.offset)
+                if args.ping_every and n % args.ping_every == 0:
+                    # the client must answer with a pong, or this connection is dropped
+                    pong = await ws.ping(b"are you there")
+                    await asyncio.wait_for(pong, 2.0)
                 n += 1
                 await ws.send(message)
-        except ConnectionClosed:
+        except (ConnectionClosed, TimeoutError):
             pass
 
     async with serve(handle, "127.0.0.1", args.port) as server:
@@ -117,6 +122,9 @@ def main() -> int:
     parser.add_argument("--every", type=int, default=5)
     parser.add_argument("--offset", type=int, default=100)
     parser.add_argument("--frame-bytes", type=int, default=3200)
+    parser.add_argument(
+        "--ping-every", type=int, default=0, help="ws: a ping before every K-th echo"
+    )
     args = parser.parse_args()
     if args.kind == "grpc":
         _grpc(args)
