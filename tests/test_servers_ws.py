@@ -5,10 +5,12 @@ negotiation, --delay-ms, and the --work stats contract checked against numpy's o
 from __future__ import annotations
 
 import json
+import selectors
 import socket
 import struct
 import subprocess
 import time
+import urllib.request
 from collections.abc import Iterator
 
 import numpy as np
@@ -116,6 +118,94 @@ def test_curl_sees_http_status(
         capture_output=True, text=True, timeout=20,
     )  # fmt: skip
     assert result.stdout == str(status), result.stderr
+
+
+BROWSER_PAGE = """<html><body><pre id="out">pending</pre><script>
+const out = document.getElementById("out");
+const ws = new WebSocket("URL");
+ws.binaryType = "arraybuffer";
+const bin = new Uint8Array(3200).map((_, i) => i % 251);
+const got = [];
+ws.onopen = () => { ws.send("h\u00e9llo, browser"); ws.send(bin); };
+ws.onmessage = (e) => {
+  if (typeof e.data === "string") { got.push("text " + e.data); }
+  else {
+    const b = new Uint8Array(e.data);
+    got.push("binary " + b.length + " " + (b.every((v, i) => v === bin[i]) ? "same" : "DIFFERENT"));
+  }
+  if (got.length === 2) { out.textContent = "DONE " + got.join(" | "); ws.close(1000); }
+};
+ws.onerror = () => { out.textContent = "ERROR"; };
+</script></body></html>"""
+
+
+def test_a_browser_is_a_client_too(echo_server: procs.Proc, tmp_path) -> None:
+    """Chromium's own RFC 6455 implementation: text stays text, binary comes back intact.
+
+    The page reports into its DOM; we read it over the DevTools protocol (its evaluation waits
+    for the page's result), because a headless DOM dump would not wait for WebSocket traffic.
+    """
+    chromium = require_tool("chromium")
+    page = tmp_path / "client.html"
+    page.write_text(BROWSER_PAGE.replace("URL", url(echo_server)), encoding="utf-8")
+    flags = [
+        "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}", "--remote-debugging-port=0",
+    ]  # fmt: skip
+    browser = subprocess.Popen(
+        [chromium, *flags, page.as_uri()],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        devtools = _devtools_port(browser)
+        with urllib.request.urlopen(f"http://127.0.0.1:{devtools}/json/list", timeout=10) as r:
+            pages = [t for t in json.load(r) if t["type"] == "page"]
+        cdp = websocket.create_connection(
+            pages[0]["webSocketDebuggerUrl"], timeout=20, suppress_origin=True
+        )
+        wait_for_result = (
+            "new Promise(done => { const poll = () => { const e = document.getElementById('out');"
+            " const t = e ? e.textContent : 'pending';"
+            " t === 'pending' ? setTimeout(poll, 20) : done(t); }; poll(); })"
+        )
+        result = None
+        deadline = time.monotonic() + 30
+        for attempt in range(1, 50):  # the page may still be replacing about:blank: ask again
+            cdp.send(json.dumps({"id": attempt, "method": "Runtime.evaluate", "params": {
+                "expression": wait_for_result, "awaitPromise": True, "returnByValue": True,
+            }}))  # fmt: skip
+            reply = json.loads(cdp.recv())
+            if "exceptionDetails" not in reply.get("result", {"exceptionDetails": 1}):
+                result = reply["result"]["result"].get("value")
+                break
+            if time.monotonic() > deadline:
+                break
+        cdp.close()
+    finally:
+        procs.kill_group(browser.pid)
+        browser.wait(timeout=10)
+        assert browser.stderr is not None
+        browser.stderr.close()
+    assert result == "DONE text h\u00e9llo, browser | binary 3200 same", result
+
+
+def _devtools_port(browser: subprocess.Popen[str]) -> int:
+    """The port Chromium prints as "DevTools listening on ws://127.0.0.1:PORT/..."."""
+    assert browser.stderr is not None
+    deadline = time.monotonic() + 30
+    with selectors.DefaultSelector() as sel:
+        sel.register(browser.stderr, selectors.EVENT_READ)
+        while sel.select(max(0.0, deadline - time.monotonic())):
+            line = browser.stderr.readline()
+            if not line:
+                break
+            if "DevTools listening on ws://" in line:
+                return int(line.split("ws://", 1)[1].split("/", 1)[0].rsplit(":", 1)[1])
+    raise AssertionError("Chromium did not report its DevTools port")
 
 
 def test_oversized_message_closes_1009_and_server_keeps_serving(start_server) -> None:
