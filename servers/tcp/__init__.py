@@ -23,7 +23,13 @@ import os
 from collections.abc import Callable
 from typing import cast
 
-from servers.common import add_common_arguments, announce, non_negative_int, positive_int
+from servers.common import (
+    add_common_arguments,
+    announce,
+    non_negative_int,
+    positive_int,
+    raise_nofile_limit,
+)
 from servers.tcp import sockets
 from servers.tcp.discipline import Config, Stop, default_workers
 
@@ -96,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
         max_connections=args.max_connections,
     )
     serve = cast(ServeFn, importlib.import_module(f"servers.tcp.{model}_model").serve)
-    nofile = sockets.raise_nofile_limit()
+    nofile = raise_nofile_limit()
     stop = Stop()
     stop.install()
     listener = sockets.listen(cfg.host, cfg.port, cfg.backlog)

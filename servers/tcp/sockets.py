@@ -1,8 +1,9 @@
-"""Socket setup shared by every TCP model: the listening socket, accepted sockets, fd limits.
+"""Socket setup shared by every TCP model: the listening socket and accepted sockets.
 
 One place decides SO_REUSEADDR, the listen backlog (clamped by the kernel's somaxconn, which we
-read so the log can say what was really granted), TCP_NODELAY on accepted sockets, and raising
-RLIMIT_NOFILE so 1,000+ connections fit.
+read so the log can say what was really granted), TCP_NODELAY on accepted sockets, and what to
+do when accept() fails (including running out of descriptors; ``servers.common`` raises
+RLIMIT_NOFILE to the hard limit at start).
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import resource
 import socket
 import threading
 from pathlib import Path
@@ -34,21 +34,6 @@ def effective_backlog(requested: int) -> int:
     """What the kernel will actually grant: listen() silently truncates to somaxconn."""
     cap = somaxconn()
     return requested if cap is None else min(requested, cap)
-
-
-def raise_nofile_limit() -> int:
-    """Raise the soft RLIMIT_NOFILE to the hard limit; return the soft limit now in force."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = hard
-    if hard == resource.RLIM_INFINITY:
-        target = max(soft, 1 << 20)  # "unlimited" still cannot exceed fs.nr_open; 1Mi is safe
-    if target > soft:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-            soft = target
-        except (ValueError, OSError) as exc:
-            log.warning("could not raise RLIMIT_NOFILE from %d to %d: %s", soft, target, exc)
-    return soft
 
 
 def listen(host: str, port: int, backlog: int) -> socket.socket:
