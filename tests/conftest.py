@@ -23,16 +23,17 @@ def no_leftover_processes() -> Iterator[None]:
     leftovers = []
     deadline_checks = 50
     for _ in range(deadline_checks):  # children may be mid-exit; poll briefly, never sleep blind
-        leftovers = [
-            p
-            for p in procs.descendants()
-            if p.pid not in before and p.status() != psutil.STATUS_ZOMBIE
-        ]
+        leftovers = [p for p in procs.descendants() if p.pid not in before and _running(p)]
         if not leftovers:
             break
         psutil.wait_procs(leftovers, timeout=0.1)
     if leftovers:
-        names = [(p.pid, " ".join(p.cmdline()[:6])) for p in leftovers if p.is_running()]
+        names = []
+        for p in leftovers:
+            try:
+                names.append((p.pid, " ".join(p.cmdline()[:6])))
+            except psutil.Error:
+                continue
         for p in leftovers:
             try:
                 p.kill()
@@ -40,6 +41,14 @@ def no_leftover_processes() -> Iterator[None]:
                 pass
         if names:
             pytest.fail(f"test left processes running: {names}")
+
+
+def _running(p: psutil.Process) -> bool:
+    """Alive and not a zombie (a process may exit between listing and asking)."""
+    try:
+        return p.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 @pytest.fixture
