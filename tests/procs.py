@@ -93,14 +93,16 @@ def start(
     tmp_path.mkdir(parents=True, exist_ok=True)
     stderr_path = tmp_path / f"stderr-{time.monotonic_ns()}.log"
     errf = stderr_path.open("w")
+    # Through the pdeath shim: the child gets SIGTERM if this test process dies (a killed
+    # pytest must not leave servers behind, even though each child has its own session).
     popen = subprocess.Popen(
-        list(argv),
+        [PYTHON, "-m", "echoswarm.pdeath", *argv],
         stdout=subprocess.PIPE,
         stderr=errf,
         stdin=subprocess.DEVNULL,
         text=True,
         cwd=cwd,
-        env=env(**(extra_env or {})),
+        env=env(ECHOSWARM_PARENT_PID=str(os.getpid()), **(extra_env or {})),
         start_new_session=True,
     )
     errf.close()
