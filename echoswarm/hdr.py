@@ -71,6 +71,29 @@ def record_us(h: HdrHistogram, us: int) -> None:
         h.max_value = us
 
 
+_POW2 = 1 << np.arange(63, dtype=np.int64)
+
+
+def from_ns(values_ns: np.ndarray) -> HdrHistogram:
+    """A histogram of nanosecond values (clamped to our µs range), built with numpy.
+
+    The counts index is the library's formula (see :func:`record_us`), vectorized; the result
+    is identical to recording each value (tested), at a fraction of the cost.
+    """
+    h = new_histogram()
+    if values_ns.size == 0:
+        return h
+    us = np.clip(values_ns // 1000, HDR_LOWEST_US, HDR_HIGHEST_US)
+    bit_length = np.searchsorted(_POW2, us | _SUB_MASK, side="right")
+    bucket = bit_length - _UNIT - _HALF_MAG - 1
+    index = ((bucket + 1) << _HALF_MAG) + (us >> (bucket + _UNIT)) - _HALF
+    counts(h)[:] += np.bincount(index, minlength=h.counts_len).astype(np.uint64)
+    h.total_count = int(us.size)
+    h.min_value = int(us.min())
+    h.max_value = int(us.max())
+    return h
+
+
 def encode(h: HdrHistogram) -> str:
     """Compressed base64 form (HdrHistogram's standard V2 compressed encoding)."""
     return h.encode().decode("ascii")

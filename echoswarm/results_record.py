@@ -1,7 +1,7 @@
 """Per-process recording: samples → per-second HDR histograms + an events batch → a *report*.
 
 This is the hot path (every sample of every worker passes through :meth:`Recorder.record`), so
-it does the least possible per sample: a dict lookup, one or two ``hdr.record_us`` calls, a few
+it does the least possible per sample: a dict lookup, one or two ``array.append`` calls, a few
 integer additions and (when the sampling accumulator says so) one list append of the Sample
 object itself. Everything else — column building, Arrow encoding, histogram encoding — happens
 once per report (every few seconds) in :meth:`Recorder.harvest`.
@@ -25,12 +25,13 @@ batch and lands in each event row and in ``run.json``; nothing is dropped silent
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
-from hdrh.histogram import HdrHistogram
 
 from echoswarm import hdr
 from echoswarm.measure import Sample, now_ns, to_epoch_ns
@@ -44,9 +45,11 @@ _NS = 1_000_000_000
 
 @dataclass(slots=True)
 class _Second:
-    latency: HdrHistogram | None = None
-    failed: HdrHistogram | None = None
-    lag: HdrHistogram | None = None
+    # Raw nanosecond values, folded into HDR histograms with numpy once per report: an
+    # array append is ~10x cheaper than a pure-Python HDR record.
+    latency: array[int] | None = None
+    failed: array[int] | None = None
+    lag: array[int] | None = None
 
 
 @dataclass(slots=True)
@@ -92,21 +95,21 @@ class Recorder:
         row.nbytes += s.nbytes
         if s.error is None:
             row.ok_sum_ns += s.latency_ns
-            h = cur.latency
-            if h is None:
-                h = cur.latency = hdr.new_histogram()
-            hdr.record_us(h, hdr.clamp_us(s.latency_ns))
+            a = cur.latency
+            if a is None:
+                a = cur.latency = array("q")
+            a.append(s.latency_ns)
             if s.intended_ns and s.sent_ns:
                 lag = cur.lag
                 if lag is None:
-                    lag = cur.lag = hdr.new_histogram()
-                hdr.record_us(lag, hdr.clamp_us(s.sent_ns - s.intended_ns))
+                    lag = cur.lag = array("q")
+                lag.append(s.sent_ns - s.intended_ns)
         else:
             row.failures += 1
             f = cur.failed
             if f is None:
-                f = cur.failed = hdr.new_histogram()
-            hdr.record_us(f, hdr.clamp_us(s.latency_ns))
+                f = cur.failed = array("q")
+            f.append(s.latency_ns)
         self._offered += 1
         self._acc += self._rate
         if self._acc >= 1.0:
@@ -157,8 +160,9 @@ class Recorder:
             rows.append([rt, name, row.count, row.failures, row.ok_sum_ns, row.nbytes])
             for sec, hs in row.seconds.items():
                 for kind in KINDS:
-                    h = getattr(hs, kind)
-                    if h is not None:
+                    values = getattr(hs, kind)
+                    if values:
+                        h = hdr.from_ns(np.frombuffer(values, dtype=np.int64))
                         hists.append([rt, name, kind, sec, hdr.encode(h)])
             if pause is not None:
                 pause()

@@ -208,3 +208,25 @@ def test_local_reports_skip_the_wire_and_merge_the_same() -> None:
     assert wired.summary(1.0) == local.summary(1.0)
     a, b = (pa.Table.from_batches(x.take_batches()) for x in (wired, local))
     assert a.equals(b) and a.num_rows == 3_000
+
+
+def test_vectorized_histogram_matches_recording_each_value() -> None:
+    rng = np.random.default_rng(5)
+    ns = np.concatenate(
+        [
+            rng.integers(0, 5_000_000, 20_000),
+            rng.integers(0, 70_000_000_000, 20_000),  # beyond 60 s: pinned to the top
+            np.array([-5, 0, 999, 1_000, 2_047_999, 2_048_000, 4_096_000, 60_000_000_000]),
+        ]
+    )
+    one_by_one = hdr.new_histogram()
+    for v in ns.tolist():
+        one_by_one.record_value(hdr.clamp_us(v))
+    built = hdr.from_ns(ns)
+    assert built.encode() == one_by_one.encode()
+    assert (built.get_min_value(), built.get_max_value(), built.get_total_count()) == (
+        one_by_one.get_min_value(),
+        one_by_one.get_max_value(),
+        one_by_one.get_total_count(),
+    )
+    assert hdr.from_ns(np.array([], dtype=np.int64)).get_total_count() == 0
