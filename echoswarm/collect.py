@@ -228,7 +228,9 @@ class Collector:
             self.start_s = now
         self.stop_s = None
         if self.writer is None:
-            self.writer = ResultsWriter(self._run_dir(now), self._meta(), now)
+            self.writer = ResultsWriter(
+                self._run_dir(now), self._meta(), now, offload=gevent.get_hub().threadpool.apply
+            )
         if self._ticker is None:
             self._ticker = gevent.spawn(self._tick_loop)
 
@@ -272,7 +274,9 @@ class Collector:
             self.agg.merge("local", 0, self.recorder.harvest(final=True, wire=False), now)
         started = self.writer is not None
         if self.writer is None:
-            self.writer = ResultsWriter(self._run_dir(now), self._meta(), now)
+            self.writer = ResultsWriter(
+                self._run_dir(now), self._meta(), now, offload=gevent.get_hub().threadpool.apply
+            )
             self.start_s = now
         self._note_missing()
         fields = self._run_fields(final=True)

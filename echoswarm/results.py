@@ -22,6 +22,7 @@ import re
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -153,7 +154,16 @@ class ResultsWriter:
     # Seconds younger than this stay in memory so late worker reports land in the same interval.
     HOLD_S = 5
 
-    def __init__(self, run_dir: Path, meta: dict[str, Any], start_epoch_s: float) -> None:
+    def __init__(
+        self,
+        run_dir: Path,
+        meta: dict[str, Any],
+        start_epoch_s: float,
+        offload: Callable[..., Any] | None = None,
+    ) -> None:
+        """``offload(fn, args)`` runs the Parquet part writes elsewhere (the plugin passes gevent's
+        native-thread pool: pyarrow releases the GIL, so the event loop keeps running)."""
+        self._offload = offload
         self.dir = run_dir
         self.start_epoch_s = start_epoch_s
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -188,7 +198,11 @@ class ResultsWriter:
     ) -> None:
         """One report interval's worth of incremental writes."""
         self._write_intervals(agg, int(now_s) - self.HOLD_S)
-        self.parts.write(agg.take_batches())
+        batches = agg.take_batches()
+        if self._offload is not None and batches:
+            self._offload(self.parts.write, (batches,))
+        else:
+            self.parts.write(batches)
         write_summary_csv(self.dir / SUMMARY_CSV, agg.summary(duration_s))
         write_json_atomic(self.dir / LIVE_JSON, live)
         self.meta.update(run_fields)
