@@ -18,7 +18,7 @@ from analysis import plots
 from analysis.compare import compare
 from analysis.load import Run, load
 from analysis.report import write_report
-from analysis.summaries import connect_table, jitter_table, summary_table
+from analysis.summaries import connect_table, jitter_table, lag_table, summary_table
 from echoswarm.results import ResultsError
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "compare",
     "connect_table",
     "jitter_table",
+    "lag_table",
     "load",
     "plots",
     "summary_table",

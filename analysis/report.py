@@ -19,6 +19,7 @@ from analysis.summaries import (
     connect_table,
     format_table,
     jitter_table,
+    lag_table,
     markdown_table,
     summary_table,
     totals,
@@ -96,6 +97,7 @@ def write_report(run: Run) -> Report:
         ("Summary", table),
         ("Connect times", connect_table(run)),
         ("Jitter of paced streams", jitter_table(run)),
+        ("Sender lag of scheduled messages", lag_table(run)),
     ]
     rendered = [(key, title, plots.png_bytes(fig)) for key, title, fig in figures(run)]
     pngs = []

@@ -85,6 +85,17 @@ def connect_table(run: Run) -> pd.DataFrame:
     return df.loc[mask, cols].reset_index(drop=True)
 
 
+def lag_table(run: Run) -> pd.DataFrame:
+    """Sender lag of scheduled messages (how late the load generator sent them), per row.
+
+    Large lag means the load generator, not the server, was the bottleneck (latency is measured
+    from the intended send time, so it is still counted — but the run needs more workers).
+    """
+    cols = ["request_type", "name", "lag_count", "lag_p50_ms", "lag_p99_ms", "lag_max_ms"]
+    df = run.summary.reindex(columns=cols)
+    return df[df["lag_count"].fillna(0) > 0].reset_index(drop=True)
+
+
 def totals(run: Run) -> dict[str, Any]:
     df = run.summary
     count = int(df["count"].sum()) if not df.empty else 0

@@ -107,6 +107,9 @@ def test_summaries(run_dir: Path) -> None:
     assert jitter.loc["msg", "pairs"] == STREAMS * (MSGS - 1) - 2 * 4  # pairs around failures
     assert jitter.loc["msg", "jitter_mean_ms"] == pytest.approx(2.0, rel=1e-6)
     assert jitter.loc["msg", "jitter_max_ms"] == pytest.approx(2.0, rel=1e-6)
+    lag = analysis.lag_table(run)
+    assert list(lag["name"]) == ["msg"] and lag["lag_count"][0] == STREAMS * MSGS - 4
+    assert lag["lag_p99_ms"][0] == pytest.approx(0.020, rel=1e-3)  # every send 20 µs late
     connect = analysis.connect_table(run)
     assert list(connect["name"]) == ["connect"] and connect["p50_ms"][0] == pytest.approx(2.0, 1e-3)
 
