@@ -108,6 +108,16 @@ def cpu_s() -> tuple[float, float]:
     return ru.ru_utime, ru.ru_stime
 
 
+def runqueue_wait_s() -> float:
+    """Seconds this process's main thread has spent runnable but waiting for a CPU (Linux
+    schedstat; 0 elsewhere): how much the machine's other load delayed the event loop."""
+    try:
+        with open("/proc/self/schedstat") as f:
+            return int(f.read().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 def raise_nofile() -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
@@ -271,15 +281,16 @@ def run_paced(args: argparse.Namespace) -> list[dict[str, Any]]:
             latencies[t].clear()
         errors[0] = 0
         window[0] = True
-        w0, (u0, s0) = time.perf_counter(), cpu_s()
+        w0, (u0, s0), q0 = time.perf_counter(), cpu_s(), runqueue_wait_s()
         gevent.sleep(args.seconds)
         window[0] = False
-        w1, (u1, s1) = time.perf_counter(), cpu_s()
+        w1, (u1, s1), q1 = time.perf_counter(), cpu_s(), runqueue_wait_s()
         every = [x for t in args.transport for x in lags[t]]
         every_lat = [x for t in args.transport for x in latencies[t]]
         step: dict[str, Any] = {"streams": streams, "failures": errors[0]}
         step.update(lag_stats(every, every_lat))
         step["cpu_util"] = ((u1 - u0) + (s1 - s0)) / (w1 - w0)
+        step["runqueue_wait_ms_per_s"] = (q1 - q0) * 1e3 / (w1 - w0)
         if len(args.transport) > 1:
             step["by_transport"] = {t: lag_stats(lags[t], latencies[t]) for t in args.transport}
         out.append(step)
