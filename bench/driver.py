@@ -291,6 +291,7 @@ def run_paced(args: argparse.Namespace) -> list[dict[str, Any]]:
         step.update(lag_stats(every, every_lat))
         step["cpu_util"] = ((u1 - u0) + (s1 - s0)) / (w1 - w0)
         step["runqueue_wait_ms_per_s"] = (q1 - q0) * 1e3 / (w1 - w0)
+        step["cpu_us_per_msg"] = ((u1 - u0) + (s1 - s0)) * 1e6 / max(1, len(every))
         if len(args.transport) > 1:
             step["by_transport"] = {t: lag_stats(lags[t], latencies[t]) for t in args.transport}
         out.append(step)

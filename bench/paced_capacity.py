@@ -73,7 +73,8 @@ def capacity(steps: list[dict[str, Any]]) -> int:
 def table(plan: PacedPlan, steps: list[dict[str, Any]]) -> str:
     head = (
         f"{'streams':>7} {'msgs':>7} {'expected':>8} {'lag p50 ms':>10} {'lag p99 ms':>10} "
-        f"{'lag max ms':>10} {'lat p50 ms':>10} {'lat p99 ms':>10} {'CPU':>5} {'rq wait':>7} "
+        f"{'lag max ms':>10} {'lat p50 ms':>10} {'lat p99 ms':>10} {'CPU':>5} {'us/msg':>6} "
+        f"{'rq wait':>7} "
         f"{'fail':>5}  holds"
     )
     gc_note = ", GC tuned (--gc-tune)" if plan.gc_tune else ""
@@ -91,12 +92,13 @@ def table(plan: PacedPlan, steps: list[dict[str, Any]]) -> str:
             f"{s['streams']:>7} {s['messages']:>7} {expected:>8} {s['lag_p50_ms']:>10.3f} "
             f"{s['lag_p99_ms']:>10.3f} {s['lag_max_ms']:>10.3f} {s['latency_p50_ms']:>10.3f} "
             f"{s['latency_p99_ms']:>10.3f} {s['cpu_util']:>5.0%} "
+            f"{s.get('cpu_us_per_msg', 0):>6.1f} "
             f"{s.get('runqueue_wait_ms_per_s', 0) / 1e3:>7.1%} {s['failures']:>5}  "
             f"{'yes' if holds(s) else 'NO'}"
         )
     lines.append(
-        "CPU = process CPU time / wall time; rq wait = share of the window the event loop's "
-        "thread was runnable but waiting for a CPU (other load on the machine)"
+        "CPU = process CPU time / wall time (us/msg: per echoed message); rq wait = share of "
+        "the window the event loop's thread was runnable but waiting for a CPU (other load)"
     )
     cap = capacity(steps)
     verdict = "met" if cap >= TARGET_STREAMS else "MISSED"
