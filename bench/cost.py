@@ -152,6 +152,7 @@ class Cell:
     """The summary of one (transport, conns, client) cell."""
 
     us_per_msg: float  # median CPU µs per message (nan if no run succeeded)
+    sys_share: float  # median share of that CPU spent in the kernel
     low: float
     high: float
     msgs_per_s: float
@@ -167,6 +168,7 @@ def summarize(runs: list[dict[str, Any]]) -> Cell:
     per = [r["cpu_s"] / r["messages"] * 1e6 for r in good]
     return Cell(
         us_per_msg=median(per),
+        sys_share=median([r["sys_s"] / r["cpu_s"] for r in good if r["cpu_s"] > 0]),
         low=min(per) if per else float("nan"),
         high=max(per) if per else float("nan"),
         msgs_per_s=median([r["messages"] / r["wall_s"] for r in good if r["wall_s"] > 0]),
@@ -193,7 +195,7 @@ def table(plan: CostPlan, results: dict[Key, list[dict[str, Any]]]) -> str:
     """The cost table (plain text, fixed width), one row per cell, in plan order."""
     head = (
         f"{'transport':<9} {'conns':>5}  {'client':<26} {'CPU us/msg':>10} {'spread':>13} "
-        f"{'msg/s':>8} {'x C':>6}  target"
+        f"{'sys':>4} {'msg/s':>8} {'x C':>6}  target"
     )
     lines = [head, "-" * len(head)]
     for transport in plan.transports:
@@ -216,8 +218,13 @@ def table(plan: CostPlan, results: dict[Key, list[dict[str, Any]]]) -> str:
                     note += f" [{len(runs) - cell.ok_runs} runs failed: {cell.errors[0]}]"
                 lines.append(
                     f"{transport:<9} {conns:>5}  {label:<26} {cell.us_per_msg:>10.1f} "
-                    f"{spread:>13} {cell.msgs_per_s:>8.0f} {ratio:>5.2f}x  {note}".rstrip()
+                    f"{spread:>13} {cell.sys_share:>4.0%} {cell.msgs_per_s:>8.0f} "
+                    f"{ratio:>5.2f}x  {note}".rstrip()
                 )
+    lines.append(
+        "spread = min-max over the repeats; sys = kernel share of the CPU; msg/s = throughput "
+        "during the window (bounded by the Python echo servers, not only the client)"
+    )
     lines.append(
         "(*) gRPC has no C client without a gRPC library; its reference is the C raw-TCP "
         "client at the same connection count."

@@ -2,10 +2,10 @@
 
     python -m bench profile [--transports tcp,ws,grpc] [--conns 1] [--messages N]
 
-Runs ``bench.driver pingpong --client ours`` under ``py-spy record --nonblocking --threads
--f raw`` (a sampling profiler outside the process that does not pause it: no tracing overhead,
-gevent greenlets and C-extension time show as they are) against a fresh echo server, then
-prints per transport:
+Runs ``bench.driver pingpong --client ours`` under ``py-spy record --gil --threads -f raw`` (a
+sampling profiler outside the process: no tracing overhead; ``--gil`` keeps the samples that
+hold the GIL, i.e. the Python-level CPU work, not the time in syscalls or in the hub's epoll
+wait) against a fresh echo server, then prints per transport:
 
 * the share of samples by *area* (the syscall wrappers of gevent sockets, gevent's hub,
   Locust's event/stats machinery, our results plugin, our user/measurement code, gRPC, ...);
@@ -104,7 +104,10 @@ def profile_transport(
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if Path(spy).exists():
         out = BUILD / f"profile-{transport}-{conns}.txt"
-        cmd = [spy, "record", "-r", "400", "--nonblocking", "--threads", "-f", "raw"]
+        # --gil: only samples holding the GIL, i.e. Python work. Without it the hub's epoll
+        # wait (C code, GIL released) is not recognised as idle and swamps the profile; the
+        # kernel's share is the sys column of the cost table.
+        cmd = [spy, "record", "-r", "400", "--gil", "--threads", "-f", "raw"]
         cmd += ["-o", str(out), "--"]
         proc = subprocess.run(
             cmd + argv, capture_output=True, text=True, timeout=timeout_s, cwd=ROOT
