@@ -256,7 +256,7 @@ def plot(df: pd.DataFrame, path: Path) -> Path:
         ax.set_xlabel("total per connection, ms (log)")
         ax.set_title(f"{users} users")
         ax.grid(axis="x", alpha=0.3)
-    axes[0][0].legend(loc="lower right", fontsize=8)
+    axes[0][0].legend(loc="upper right", fontsize=8)
     fig.suptitle("S003: TCP server models (red = cell with errors or capped)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
