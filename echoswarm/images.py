@@ -121,9 +121,10 @@ class ImageLink:
         self.ws.settimeout(seconds)
 
     def close(self) -> None:
+        # A close frame, without waiting for the server's: a stalled server must not hold us.
         try:
-            self.ws.shutdown()
-        except Exception:  # noqa: S110 - closing a broken socket may fail; nothing to do
+            self.ws.close(timeout=0)
+        except Exception:  # a broken connection may fail to close; nothing more to do
             pass
 
 

@@ -59,22 +59,6 @@ class SweepParser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-def int_list(text: str) -> list[int]:
-    """``"50,150,1000"`` → ``[50, 150, 1000]`` (positive, no duplicates, order kept)."""
-    out: list[int] = []
-    for part in text.split(","):
-        part = part.strip()
-        try:
-            value = int(part)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{part!r} is not an integer in {text!r}") from None
-        if value < 1:
-            raise argparse.ArgumentTypeError(f"{value} must be >= 1 (in {text!r})")
-        if value not in out:
-            out.append(value)
-    return out
-
-
 def positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -83,6 +67,19 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} must be >= 1")
     return value
+
+
+def int_list(text: str) -> list[int]:
+    """``"50,150,1000"`` → ``[50, 150, 1000]`` (positive, no duplicates, order kept)."""
+    out: list[int] = []
+    for part in text.split(","):
+        try:
+            value = positive_int(part.strip())
+        except argparse.ArgumentTypeError as exc:
+            raise argparse.ArgumentTypeError(f"{exc} (in {text!r})") from None
+        if value not in out:
+            out.append(value)
+    return out
 
 
 def positive_float(text: str) -> float:
@@ -165,6 +162,7 @@ class Plan:
     cells: list[Cell]
     table: Callable[[list[Outcome]], Any]  # → pandas.DataFrame
     render: Callable[[Any, Path], list[Path]]  # (table, sweep dir) → files written
+    out: Path | None = None  # the sweep directory (None: results/sweep-<stamp>-<scenario>)
     describe: dict[str, Any] = field(default_factory=dict)
 
 
@@ -371,7 +369,6 @@ def main(argv: list[str]) -> int:
     except UsageError as exc:
         sys.stderr.write(f"python -m echoswarm sweep: error: {exc}\n")
         return EXIT_USAGE
-    out_dir = plan.describe.get("out") or default_sweep_dir(plan.locustfile)
     with contextlib.suppress(BrokenPipeError):
-        return execute(plan, Path(out_dir), extra)
+        return execute(plan, plan.out or default_sweep_dir(plan.locustfile), extra)
     return EXIT_OK

@@ -107,6 +107,7 @@ def make_plan(argv: list[str], servers: list[ServerSpec]) -> Plan:
         cells=cells,
         table=lambda outcomes: table(outcomes, images, parallel),
         render=render,
+        out=ns.out,
         describe={
             "grid": "images",
             "images": images,
@@ -115,7 +116,6 @@ def make_plan(argv: list[str], servers: list[ServerSpec]) -> Plan:
             "kinds": kinds,
             "cell_time_s": limit,
             "quick": ns.quick,
-            "out": str(ns.out) if ns.out else None,
         },
     )
 

@@ -120,6 +120,7 @@ def make_plan(argv: list[str], servers: list[ServerSpec]) -> Plan:
         cells=cells,
         table=lambda outcomes: table(outcomes, conns, rts),
         render=render,
+        out=ns.out,
         describe={
             "grid": "tcp",
             "models": models,
@@ -128,7 +129,6 @@ def make_plan(argv: list[str], servers: list[ServerSpec]) -> Plan:
             "round_trips": rts,
             "cell_time_s": limit,
             "quick": ns.quick,
-            "out": str(ns.out) if ns.out else None,
         },
     )
 

@@ -28,7 +28,6 @@ The test ends by itself once every user has sent its images (:mod:`echoswarm.swe
 
 import locust  # noqa: F401,I001  (gevent monkey-patching first)
 
-import argparse
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
@@ -39,6 +38,7 @@ from locust.runners import WorkerRunner
 
 import echoswarm.sweep_autostop  # noqa: F401  (the test ends when every user is done)
 from echoswarm.images import Image, ImageLink, image_pool, per_user
+from echoswarm.sweep import positive_int
 from echoswarm.users._stream import Stream, stream_config
 from echoswarm.users.websocket import WebSocketUser
 
@@ -140,22 +140,17 @@ class ParallelImages(_ImageUser):
         return (self.pool[self.connections % len(self.pool)],)
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be >= 1")
-    return value
-
-
 @events.init_command_line_parser.add_listener
 def _add_arguments(parser: Any, **_kw: Any) -> None:
     group = parser.add_argument_group("S001 images")
-    group.add_argument("--images", type=_positive, default=DEFAULT_IMAGES, help="images per kind")
     group.add_argument(
-        "--parallel", type=_positive, default=DEFAULT_PARALLEL, help="parallel users sharing them"
+        "--images", type=positive_int, default=DEFAULT_IMAGES, help="images per kind"
+    )
+    group.add_argument(
+        "--parallel",
+        type=positive_int,
+        default=DEFAULT_PARALLEL,
+        help="parallel users sharing them",
     )
     group.add_argument(
         "--image-kind", choices=KINDS, default="both", help="which user kind runs (start-up only)"
