@@ -36,8 +36,9 @@ def test_every_rpc_kind_paced_against_a_delayed_server(
     # paced unary: 10 calls/s for ~3 s
     assert 27 <= len(r.rows("grpc", "unary")) <= 33
     # bidi: each call carries exactly 10 frames, seq 0..9 (the last call may be cut by the stop)
+    # (a new call starts as soon as the previous one is answered: ~10.8 msg/s overall)
     calls = sorted(r.rows("grpc", "bidi msg"), key=lambda s: s.start_ns)
-    assert 27 <= len(calls) <= 33
+    assert 27 <= len(calls) <= 37
     seqs = [s.seq for s in calls]
     assert seqs[:20] == list(range(10)) * 2
     # server stream: frame i measured against request time + i * 100 ms

@@ -261,7 +261,7 @@ class GrpcUser(User):
         nbytes = len(payload)
         name_msg = self.name_prefix + "server_stream msg"
         sink = self.sink
-        user_id, conn_id = self.user_id, self.conn_id
+        user_id, conn_id = self.user_id, next_conn_id()  # each call is a stream of its own
         t0 = now_ns()
         request = echo_pb2.StreamRequest(
             count=count, payload_bytes=nbytes, interval_ms=interval_ms, sent_ns=t0
@@ -312,7 +312,9 @@ class GrpcUser(User):
                 receiver.join(timeout=min(STOP_DRAIN_S, self._timeout_s))
             call.cancel()
             receiver.kill()
-            self._lost_frames(name_msg, t0, interval, int(state["got"] or 0), count, stop_at)
+            self._lost_frames(
+                name_msg, conn_id, t0, interval, int(state["got"] or 0), count, stop_at
+            )
             raise
         finally:
             call.cancel()
@@ -320,7 +322,7 @@ class GrpcUser(User):
         error = state["error"]
         if got < count:
             reason = str(error or "stream ended early")
-            self._lost_frames(name_msg, t0, interval, got, count, now_ns(), reason)
+            self._lost_frames(name_msg, conn_id, t0, interval, got, count, now_ns(), reason)
             if got == 0:
                 sink(
                     Sample(
@@ -335,6 +337,7 @@ class GrpcUser(User):
     def _lost_frames(
         self,
         name: str,
+        conn_id: int,
         t0: int,
         interval: int,
         got: int,
@@ -350,8 +353,8 @@ class GrpcUser(User):
                 break
             self.sink(
                 Sample(
-                    "grpc", name, due, now - due, 0, f"lost: {reason}", self.user_id,
-                    self.conn_id, seq, due, 0, 0,
+                    "grpc", name, due, now - due, 0, f"lost: {reason}", self.user_id, conn_id,
+                    seq, due, 0, 0,
                 )
             )  # fmt: skip
 
@@ -408,7 +411,7 @@ class GrpcUser(User):
         cfg = stream_config(self.opts, "grpc", self.name_prefix + "bidi msg")
         payload = self.payload
         stream = Stream(
-            cfg, self.sink, user_id=self.user_id, conn_id=self.conn_id, nbytes=len(payload)
+            cfg, self.sink, user_id=self.user_id, conn_id=next_conn_id(), nbytes=len(payload)
         )
         frame = echo_pb2.Frame(payload=payload)
         calls: list[Any] = []

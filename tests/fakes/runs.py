@@ -162,7 +162,9 @@ def locust_headless(
     ``summary.csv`` (merged HDR figures; columns count, failures, p50_ms, bytes, ...) keyed by
     (request_type, name)."""
     argv = [procs.PYTHON, "-m", "locust", "-f", locustfile, "--headless", "-u", str(users)]
-    argv += ["-r", str(users), "-t", run_time, "--csv", str(csv_prefix), "--only-summary"]
+    # (no --csv: Locust's CSV writer greenlet can race its own shutdown under --processes and
+    # print a traceback; the run's summary.csv is what we read)
+    argv += ["-r", str(users), "-t", run_time, "--only-summary"]
     argv += [*opts, "--results-dir", f"{csv_prefix}-results"]
     done = subprocess.run(
         argv, capture_output=True, text=True, timeout=timeout, cwd=procs.ROOT, env=procs.env()
