@@ -3,20 +3,22 @@
 Every cell is a complete local run (:class:`echoswarm.run.LocalRun`): its own servers, Locust
 master and workers, its own results directory ``<sweep-dir>/<cell>/``; nothing is shared between
 cells, so each starts from the same state and gets the same load. A cell ends when its load is
-done (the cell's completion test reads the live ``summary.csv`` and then stops the master the way
-Ctrl-C would, so the last reports are collected) or when its time limit runs out — then the table
-says so. Afterwards the sweep writes ``sweep.csv``, ``sweep.md``, ``sweep.png`` and
+done — its users stop when their work is done and :mod:`echoswarm.sweep_autostop` ends the test;
+for a scenario without that plugin, the cell's completion test on the live ``summary.csv``
+stops the master the way Ctrl-C would, so the last reports are still collected — or when its
+time limit runs out, which the table then says (``capped``). Whether a cell finished is judged on
+its final results. Afterwards the sweep writes ``sweep.csv``, ``sweep.md``, ``sweep.png`` and
 ``sweep.json`` into the sweep directory and prints the table.
 
-Which grid is run follows from the servers the locustfile declares:
+Which grid is run follows from the one server the locustfile declares:
 
-* a ``tcp`` server → seed S003, TCP server models × concurrency (:mod:`echoswarm.sweep_tcp`)::
+* ``tcp`` → seed S003, TCP server models × concurrency (:mod:`echoswarm.sweep_tcp`)::
 
       python -m echoswarm sweep locustfiles/tcp_churn.py --models all --users 50,150,1000 \\
-          --connections-per-user 100 --round-trips 50
+          --connections-per-user 3 --round-trips 50
 
-* ``ws`` servers doing ``--work stats`` → seed S001, serial vs parallel images ×
-  reply after/before (:mod:`echoswarm.sweep_images`)::
+* ``ws --work stats`` → seed S001, serial vs parallel images × reply after/before
+  (:mod:`echoswarm.sweep_images`)::
 
       python -m echoswarm sweep locustfiles/image_frames.py --images 1000
 
@@ -142,6 +144,7 @@ class Outcome:
     exit_code: int
     wall_s: float
     finished: bool  # the completion test passed (False: time limit, error or interrupted)
+    run_status: str = ""  # run.json's: complete, partial (a worker's data lost), failed
 
     @property
     def status(self) -> str:
@@ -149,7 +152,9 @@ class Outcome:
             return "failed"
         if self.exit_code != EXIT_OK:
             return "interrupted"
-        return "done" if self.finished else "capped"
+        if self.finished:
+            return "done"
+        return "partial" if self.run_status == "partial" else "capped"
 
 
 @dataclass
@@ -237,7 +242,16 @@ def run_cell(plan: Plan, cell: Cell, sweep_dir: Path, extra: list[str]) -> Outco
                 watch.join(timeout=5)
     # Judged on the final results: all the load done, or cut short by the time limit.
     finished = code == EXIT_OK and (cell.done is None or _cell_done(results, cell.done))
-    return Outcome(cell, results, code, timer.elapsed_ns() / 1e9, finished)
+    return Outcome(cell, results, code, timer.elapsed_ns() / 1e9, finished, _run_status(results))
+
+
+def _run_status(results: Path) -> str:
+    from echoswarm.results import ResultsError, read_run
+
+    try:
+        return str(read_run(results).get("status", ""))
+    except ResultsError:
+        return ""
 
 
 def execute(plan: Plan, sweep_dir: Path, extra: list[str], out: TextIO = sys.stdout) -> int:

@@ -4,16 +4,18 @@ Scenarios with a finite load (``--connections-per-user``, ``--images``) stop the
 ``StopUser`` when their work is done; stock Locust then idles until ``--run-time``. Importing
 this module (a locustfile does, before defining its users) makes the run end instead:
 
-* each **worker**, once its users are spawned and none is left, tells the master once
-  (message ``echoswarm_users_done``);
+* each **worker**, once its users are spawned, none is left and a regular stats report has
+  carried their last samples to the master, tells it (message ``echoswarm_users_done``) — so the
+  results never depend on the final report a quitting worker sends (a test that ends within a
+  second of starting once lost one);
 * the **master**, once its spawning is complete and every connected worker has said so, quits
   the way ``--run-time`` does (headless) or stops the test (web UI), so the results plugin still
   collects every worker's final report;
 * a **local** runner (no master) does both checks itself.
 
-This is what makes a sweep cell end when its load is done, a fraction of a second later, rather
-than when a results file next shows the final counts (:mod:`echoswarm.sweep` keeps that as the
-fallback for scenarios without this plugin).
+This is what makes a sweep cell end when its load is done — within one report interval (3 s) —
+rather than at its time limit (:mod:`echoswarm.sweep` also has a slower fallback for scenarios
+without this plugin).
 """
 
 from __future__ import annotations
@@ -49,12 +51,22 @@ class _AutoStop:
         self.spawned = False
         self.watcher: gevent.Greenlet | None = None
         self.ending = False
+        self.reports = 0  # worker: regular reports sent to the master so far
+        self.counting = False
+
+    def on_report_to_master(self, **_kw: Any) -> None:
+        self.reports += 1
 
     # -- worker / local: watch the user count ------------------------------------------------
     def on_test_start(self, **_kw: Any) -> None:
         self.ending = False
         if isinstance(self.runner, MasterRunner):
             return
+        if isinstance(self.runner, WorkerRunner) and not self.counting:
+            # Registered now, after every plugin's init, so it runs after the results plugin
+            # has put the samples into the report: counted means "in this report".
+            self.env.events.report_to_master.add_listener(self.on_report_to_master)
+            self.counting = True
         if self.watcher is None or self.watcher.dead:
             self.watcher = self.runner.greenlet.spawn(self._watch_users)
 
@@ -66,12 +78,20 @@ class _AutoStop:
         # Until the test stops (the runner's greenlet group is killed on quit). Spawning may not
         # have begun yet when this starts: idle means "running, spawning over, nobody left".
         told: bool | None = None
+        idle_since_report: int | None = None  # self.reports when the worker went idle
         while self._state() not in ENDED:
             idle = self._state() == STATE_RUNNING and self.runner.user_count == 0
             if isinstance(self.runner, WorkerRunner):
-                if idle != told:  # edge-triggered: a later spawn makes the worker busy again
-                    self.runner.send_message(MESSAGE, {"done": idle})
-                    told = idle
+                if not idle:
+                    idle_since_report = None
+                elif idle_since_report is None:
+                    idle_since_report = self.reports
+                # "Done" only once a regular report has carried every sample to the master:
+                # then nothing depends on the final report that quitting asks for.
+                shipped = idle_since_report is not None and self.reports > idle_since_report
+                if shipped != told:  # edge-triggered: a later spawn makes the worker busy again
+                    self.runner.send_message(MESSAGE, {"done": shipped})
+                    told = shipped
             elif idle:
                 self._end()
                 return

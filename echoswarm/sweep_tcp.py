@@ -14,6 +14,7 @@ last close; round trips per second; errors; rank by total p50 within the concurr
 
 from __future__ import annotations
 
+import argparse
 import math
 from pathlib import Path
 
@@ -76,6 +77,9 @@ def make_plan(argv: list[str], servers: list[ServerSpec]) -> Plan:
     p.add_argument("--users", type=int_list, default=None, help="concurrency levels: 50,150,1000")
     p.add_argument("--connections-per-user", type=positive_int, default=None)
     p.add_argument("--round-trips", type=positive_int, default=None)
+    p.add_argument(
+        "--repeat", type=positive_int, default=1, help="run the whole grid N times (noise)"
+    )
     ns = p.parse_args(argv)
     base = QUICK if ns.quick else FULL
     models = choice_list(ns.models, MODELS, "model")
@@ -85,36 +89,18 @@ def make_plan(argv: list[str], servers: list[ServerSpec]) -> Plan:
     limit = ns.cell_time or float(base["cell_time"])  # type: ignore[arg-type]
     server = _tcp_server(servers)
     cells = []
-    for u in users:
-        for model in models:
-            expected = u * conns
-            cells.append(
-                Cell(
-                    label=f"{model}-u{u}",
-                    key={"model": model, "users": u},
-                    users=u,
-                    spawn_rate=ns.spawn_rate or float(u),  # everyone within ~1 s
-                    time_limit_s=limit,
-                    locust_args=[
-                        # A server that makes clients queue (simple, prefork at high
-                        # concurrency) is measured waiting, not cut off at Locust's 5 s.
-                        "--reply-timeout-s",
-                        "30",
-                        "--connections-per-user",
-                        str(conns),
-                        "--round-trips",
-                        str(rts),
-                        # Per-connection sums need every round trip as an event.
-                        "--events-max-per-s",
-                        "1000000",
-                    ],
-                    server_overrides={server.label: ["--model", model]},
-                    done=st.all_connections(expected),
+    # Repeats run the whole grid again (not a cell N times in a row), so slow drifts of the
+    # machine spread over every model instead of favouring one.
+    for rep in range(1, ns.repeat + 1):
+        for u in users:
+            for model in models:
+                cells.append(
+                    _cell(model, u, rep if ns.repeat > 1 else 0, conns, rts, limit, ns, server)
                 )
-            )
     return Plan(
         title=f"S003 TCP models: {len(models)} models × users {','.join(map(str, users))}, "
-        f"{conns} connections/user × {rts} round trips",
+        f"{conns} connections/user × {rts} round trips"
+        + (f", {ns.repeat} repeats" if ns.repeat > 1 else ""),
         locustfile=ns.locustfile,
         workers=ns.workers or DEFAULT_WORKERS,
         cells=cells,
@@ -128,8 +114,44 @@ def make_plan(argv: list[str], servers: list[ServerSpec]) -> Plan:
             "connections_per_user": conns,
             "round_trips": rts,
             "cell_time_s": limit,
+            "repeat": ns.repeat,
             "quick": ns.quick,
         },
+    )
+
+
+def _cell(
+    model: str,
+    u: int,
+    rep: int,
+    conns: int,
+    rts: int,
+    limit: float,
+    ns: argparse.Namespace,
+    server: ServerSpec,
+) -> Cell:
+    """One model at one concurrency (``rep`` > 0: one of several repeats)."""
+    return Cell(
+        label=f"{model}-u{u}" + (f"-r{rep}" if rep else ""),
+        key={"model": model, "users": u, **({"rep": rep} if rep else {})},
+        users=u,
+        spawn_rate=ns.spawn_rate or float(u),  # everyone within ~1 s
+        time_limit_s=limit,
+        locust_args=[
+            # A server that makes clients queue (simple, prefork at high concurrency) is
+            # measured waiting, not cut off at the users' default 5 s.
+            "--reply-timeout-s",
+            "30",
+            "--connections-per-user",
+            str(conns),
+            "--round-trips",
+            str(rts),
+            # Per-connection sums need every round trip as an event.
+            "--events-max-per-s",
+            "1000000",
+        ],
+        server_overrides={server.label: ["--model", model]},
+        done=st.all_connections(u * conns),
     )
 
 
@@ -166,6 +188,7 @@ def table(outcomes: list[Outcome], conns: int, rts: int) -> pd.DataFrame:
             {
                 "users": o.cell.key["users"],
                 "model": o.cell.key["model"],
+                "rep": int(o.cell.key.get("rep", 1)),
                 "status": o.status,
                 "connections": f"{st.count(session)}/{expected}",
                 "errors": sum(int(r.get("failures") or 0) for r in rows.values()),
@@ -195,7 +218,7 @@ def ranks(df: pd.DataFrame) -> list[str]:
     clean one (its percentiles only cover the connections that succeeded) and is starred."""
     clean = (df["status"] == "done") & (df["errors"] == 0)
     key = df["total_p50_ms"].fillna(math.inf) + (~clean) * 1e12
-    order = key.groupby(df["users"]).rank(method="min")
+    order = key.groupby([df["users"], df["rep"]]).rank(method="min")
     return [
         f"{int(r)}" if ok else f"{int(r)}*" if not math.isnan(p) else ""
         for r, ok, p in zip(order, clean, df["total_p50_ms"], strict=True)
@@ -208,7 +231,7 @@ def notes(df: pd.DataFrame) -> list[str]:
         "sum of a connection's round trips (from events.parquet). Rank: total per conn p50 within",
         "a users level; * = the cell had errors or was capped, ranked after the clean ones (its",
         "percentiles cover only what succeeded). capped = the cell's time limit came before every",
-        "connection was made.",
+        "connection was made; partial = a worker's data was lost (see the cell's run.json).",
     ]
     for _, r in df[(df["status"] != "done") | (df["errors"] > 0)].iterrows():
         why = f"; most: {r['top_error']}" if r["top_error"] else ""
@@ -216,38 +239,61 @@ def notes(df: pd.DataFrame) -> list[str]:
             f"- {r['model']} at {r['users']} users: {r['status']}, {r['connections']} "
             f"connections, {r['errors']} errors{why}."
         )
+    out += select_vs_epoll(df)
+    return out
+
+
+def select_vs_epoll(df: pd.DataFrame) -> list[str]:
+    """The seed's puzzle, per users level: which of the two wins on total per conn p50."""
+    out = []
+    if "status" in df:  # only cells that did all their work cleanly
+        df = df[(df["status"] == "done") & (df["errors"] == 0)]
     for users, group in df.groupby("users"):
-        by = group.set_index("model")
-        if {"select", "epoll"} <= set(by.index):
-            s, e = by.loc["select"], by.loc["epoll"]
-            faster = "epoll" if e["total_p50_ms"] < s["total_p50_ms"] else "select"
-            out.append(
-                f"- {users} users: select total p50 {st.fmt(s['total_p50_ms'])} ms vs epoll "
-                f"{st.fmt(e['total_p50_ms'])} ms — {faster} faster."
-            )
+        p50 = group.pivot_table(index="rep", columns="model", values="total_p50_ms")
+        if not {"select", "epoll"} <= set(p50.columns):
+            continue
+        pair = p50[["select", "epoll"]].dropna()
+        if pair.empty:
+            continue
+        s, e = pair["select"].median(), pair["epoll"].median()
+        faster = "epoll" if e < s else "select"
+        runs = len(pair)
+        wins = int((pair["epoll"] < pair["select"]).sum())
+        tally = f" (epoll faster in {wins} of {runs} runs)" if runs > 1 else ""
+        what = "median total p50" if runs > 1 else "total p50"
+        out.append(
+            f"- {users} users: select {what} {st.fmt(s)} ms vs epoll {st.fmt(e)} ms — "
+            f"{faster} faster{tally}."
+        )
     return out
 
 
 def render(df: pd.DataFrame, sweep_dir: Path) -> list[Path]:
-    files = st.write_outputs(df, sweep_dir, HEADERS, notes(df))
+    headers = dict(HEADERS)
+    if df["rep"].nunique() > 1:
+        headers = {"rep": "run", **headers}
+    files = st.write_outputs(df, sweep_dir, headers, notes(df))
     files.append(plot(df, sweep_dir / "sweep.png"))
     return files
 
 
 def plot(df: pd.DataFrame, path: Path) -> Path:
-    """One panel per users level: total per connection p50 (bar) and p99 (tick) per model."""
+    """One panel per users level: total per connection p50 (bar) and p99 (tick) per model
+    (medians over repeats)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    df = df.assign(clean=(df["status"] == "done") & (df["errors"] == 0))
+    agg = {"total_p50_ms": "median", "total_p99_ms": "median", "clean": "all"}
+    df = df.groupby(["users", "model"], as_index=False).agg(agg)
     levels = sorted(df["users"].unique())
     fig, axes = plt.subplots(1, len(levels), figsize=(4.5 * len(levels), 4.2), squeeze=False)
     for ax, users in zip(axes[0], levels, strict=True):
         g = df[df["users"] == users].sort_values("total_p50_ms", na_position="last")
         y = np.arange(len(g))
-        clean = (g["status"] == "done") & (g["errors"] == 0)
-        colors = ["#4a7" if ok else "#c44" for ok in clean]
+        colors = ["#4a7" if ok else "#c44" for ok in g["clean"]]
         ax.barh(y, g["total_p50_ms"].fillna(0), color=colors, label="p50")
         ax.plot(g["total_p99_ms"], y, "k|", markersize=12, label="p99")
         ax.set_yticks(y, labels=list(g["model"]))

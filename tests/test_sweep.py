@@ -8,9 +8,10 @@ import json
 import subprocess
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
-from echoswarm import sweep
+from echoswarm import sweep, sweep_tcp
 from echoswarm.results import read_summary
 from tests import procs
 
@@ -120,3 +121,36 @@ def test_lists_parse_and_keep_order() -> None:
         "select",
     ]
     assert sweep.choice_list("all", ["a", "b"], "x") == ["a", "b"]
+
+
+def test_select_vs_epoll_verdict_counts_every_repeat() -> None:
+    df = pd.DataFrame(
+        {
+            "users": [150] * 6,
+            "rep": [1, 1, 2, 2, 3, 3],
+            "model": ["select", "epoll"] * 3,
+            "total_p50_ms": [100.0, 120.0, 110.0, 90.0, 105.0, 130.0],
+        }
+    )
+    assert sweep_tcp.select_vs_epoll(df) == [
+        "- 150 users: select median total p50 105 ms vs epoll 120 ms — select faster "
+        "(epoll faster in 1 of 3 runs)."
+    ]
+    one = df[df["rep"] == 2]
+    assert sweep_tcp.select_vs_epoll(one) == [
+        "- 150 users: select total p50 110 ms vs epoll 90.0 ms — epoll faster."
+    ]
+    assert sweep_tcp.select_vs_epoll(df[df["model"] == "select"]) == []
+
+
+def test_cells_with_errors_or_capped_rank_after_clean_ones() -> None:
+    df = pd.DataFrame(
+        {
+            "users": [50] * 4,
+            "rep": [1] * 4,
+            "status": ["done", "done", "capped", "done"],
+            "errors": [0, 12, 0, 0],
+            "total_p50_ms": [30.0, 5.0, 1.0, 20.0],
+        }
+    )
+    assert sweep_tcp.ranks(df) == ["2", "4*", "3*", "1"]
