@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from bench import cost, fidelity, paced_capacity, profile
-from bench.harness import BenchError, build_c_client, servers
+from bench.harness import BenchError, build_c_client, last_cpu, servers
 
 WHATS = ("all", "cost", "paced", "fidelity", "profile")
 
@@ -89,6 +89,11 @@ def build_parser() -> Parser:
         "--messages", type=positive_int, default=None, help="messages per Python cost run"
     )
     p.add_argument("--repeat", type=positive_int, default=None, help="cost repeats (3)")
+    p.add_argument(
+        "--no-pin",
+        action="store_true",
+        help="cost: let the scheduler place clients and servers (default: all on one CPU)",
+    )
     p.add_argument("--paced-transport", choices=cost.TRANSPORTS, default="tcp")
     p.add_argument("--paced-steps", type=int_list, default=None, help="stream counts to ramp")
     p.add_argument("--paced-seconds", type=positive_float, default=None)
@@ -104,7 +109,7 @@ def build_parser() -> Parser:
 def plans(
     args: argparse.Namespace,
 ) -> tuple[cost.CostPlan, paced_capacity.PacedPlan, float]:
-    cp = cost.CostPlan(transports=args.transports)
+    cp = cost.CostPlan(transports=args.transports, cpu=None if args.no_pin else last_cpu())
     pp = paced_capacity.PacedPlan(transport=args.paced_transport)
     fid_s = 3.0
     if args.quick:
@@ -157,12 +162,13 @@ def run(args: argparse.Namespace) -> int:
         binary, why = build_c_client()
         if binary is None:
             note(f"C client unavailable ({why}); C rows will read n/a")
-        with servers(cp.server_kinds()) as targets:
+        with servers(cp.server_kinds(), cpu=cp.cpu) as targets:
             cost_results = cost.measure(cp, targets, binary, progress=note)
         if what != "fidelity":
+            where = f"all on CPU {cp.cpu}" if cp.cpu is not None else "unpinned"
             say(
                 f"\n== load-generator cost: CPU per echoed message (ping-pong, "
-                f"{cp.frame_bytes} B, median of {cp.repeat}) =="
+                f"{cp.frame_bytes} B, median of {cp.repeat}, clients and servers {where}) =="
             )
             say(cost.table(cp, cost_results))
     if what in ("all", "paced"):

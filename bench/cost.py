@@ -58,6 +58,12 @@ class CostPlan:
     warmup: int = 1_000
     repeat: int = 3
     clients: Sequence[str] = ("c", "ours", "bare", "naive")
+    # Clients and servers share this CPU (None: the scheduler places them). On this VM a
+    # ping-pong across two vCPUs costs a ~60 us wake-up per message, charged as system time to
+    # whichever side sleeps, and the scheduler sometimes co-locates the pair and sometimes not:
+    # one-connection figures jumped 3.6 -> 28 us (C) between repeats. On one CPU every message
+    # is two direct context switches and only the client's own work is left.
+    cpu: int | None = None
     frame_bytes: int = 3200
     timeout_s: float = 90.0
 
@@ -139,7 +145,8 @@ def measure(
                         argv = python_argv(client, transport, targets[transport], conns, plan)
                     if progress is not None:
                         progress(f"run {rep + 1}/{plan.repeat}: {transport} x{conns} {client}")
-                    results.setdefault(key, []).append(run_json(argv, plan.timeout_s + 30))
+                    result = run_json(argv, plan.timeout_s + 30, plan.cpu)
+                    results.setdefault(key, []).append(result)
     # gRPC's C reference is the raw-TCP C cell when tcp was measured anyway.
     for conns in plan.conns:
         if ("tcp", conns, "c") in results and "grpc" in plan.transports:

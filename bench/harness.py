@@ -32,16 +32,37 @@ class BenchError(RuntimeError):
     """The benchmark cannot run at all (a server does not start); one line for the user."""
 
 
+def pinned(argv: Sequence[str], cpu: int | None) -> list[str]:
+    """``argv`` run on one CPU (``taskset -c``), or unchanged when ``cpu`` is None or taskset
+    is missing."""
+    taskset = shutil.which("taskset")
+    if cpu is None or taskset is None:
+        return list(argv)
+    return [taskset, "-c", str(cpu), *argv]
+
+
+def last_cpu() -> int | None:
+    """The highest CPU this process may run on (None where affinity is unknown)."""
+    try:
+        return max(os.sched_getaffinity(0))
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
 @contextmanager
 def servers(
-    kinds: Sequence[str], args: dict[str, list[str]] | None = None, log_dir: Path | None = None
+    kinds: Sequence[str],
+    args: dict[str, list[str]] | None = None,
+    log_dir: Path | None = None,
+    cpu: int | None = None,
 ) -> Iterator[dict[str, str]]:
-    """Start one echo server per kind on ``--port 0``; yields {kind: target as users take it}."""
+    """Start one echo server per kind on ``--port 0`` (on ``cpu`` if given); yields
+    {kind: target as users take it}."""
     sup = Supervisor(log_dir or BUILD / "bench-logs", cwd=ROOT)
     targets: dict[str, str] = {}
     try:
         for kind in kinds:
-            argv = server_argv(kind, port=0, args=(args or {}).get(kind, []))
+            argv = pinned(server_argv(kind, port=0, args=(args or {}).get(kind, [])), cpu)
             child = sup.start(f"server-{kind}", "server", argv)
             try:
                 host, port = sup.wait_listening(child)
@@ -77,14 +98,18 @@ def build_c_client() -> tuple[Path | None, str]:
     return binary, ""
 
 
-def run_json(argv: Sequence[str], timeout_s: float) -> dict[str, Any]:
+def run_json(argv: Sequence[str], timeout_s: float, cpu: int | None = None) -> dict[str, Any]:
     """Run a measuring child; its last stdout line is JSON. Errors become ``{"error": ...}``."""
-    return run_json_lines(argv, timeout_s)[-1]
+    return run_json_lines(argv, timeout_s, cpu)[-1]
 
 
-def run_json_lines(argv: Sequence[str], timeout_s: float) -> list[dict[str, Any]]:
-    """Run a measuring child and return every JSON line it printed (at least one entry: an
-    ``{"error": ...}`` one is appended when the child failed or overran ``timeout_s``)."""
+def run_json_lines(
+    argv: Sequence[str], timeout_s: float, cpu: int | None = None
+) -> list[dict[str, Any]]:
+    """Run a measuring child (on ``cpu`` if given) and return every JSON line it printed (at
+    least one entry: an ``{"error": ...}`` one is appended when the child failed or overran
+    ``timeout_s``)."""
+    argv = pinned(argv, cpu)
     env = dict(os.environ, ECHOSWARM_PARENT_PID=str(os.getpid()), PYTHONUNBUFFERED="1")
     try:
         # Through echoswarm.pdeath: a measuring child dies with the benchmark, even on SIGKILL.
