@@ -89,3 +89,22 @@ def test_locust_rejects_a_bad_transport_in_one_line() -> None:
     assert done.returncode == 2
     assert "unknown transport 'carrier-pigeon'" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_of_rechecks_values_that_bypassed_argparse() -> None:
+    # the web UI form converts values to the default's type only; of() checks them again
+    env = SimpleNamespace(parsed_options=argparse.Namespace(frame_bytes=10))
+    with pytest.raises(options.OptionError, match="--frame-bytes 10: 10 must be >= 32"):
+        options.of(env)
+    env = SimpleNamespace(parsed_options=argparse.Namespace(mode="burst"))
+    with pytest.raises(options.OptionError, match="--mode burst"):
+        options.of(env)
+
+
+def test_our_options_are_offered_in_the_web_ui() -> None:
+    from locust.argument_parser import ui_extra_args_dict
+
+    extra = ui_extra_args_dict([])
+    for key in ("grpc_target", "ws_url", "tcp_target", "frame_bytes", "interval_ms", "mode"):
+        assert key in extra, key
+    assert list(extra["mode"]["choices"]) == ["paced", "pingpong"]

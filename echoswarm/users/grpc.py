@@ -83,7 +83,7 @@ class GrpcUser(User):
     wait_time = constant(0)
 
     def on_start(self) -> None:
-        self.opts = options.of(self.environment)
+        self.opts = options.user_options(self.environment)
         self.sink = LocustSink(self.environment)
         self.user_id = next_user_id()
         self.backoff = Backoff()
@@ -151,8 +151,9 @@ class GrpcUser(User):
         return True
 
     def _drop_channel(self) -> None:
-        if self.channel is not None:
-            self.channel.close()
+        channel = getattr(self, "channel", None)  # (on_start may have stopped early)
+        if channel is not None:
+            channel.close()
         self.channel = None
         self.stub = None
 

@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import argparse
 import gc
+import logging
 import sys
 from typing import Any
 
 import gevent
 import locust
 from locust import events
+from locust.exception import StopUser
 
 from echoswarm.wire import HEADER_SIZE
 
@@ -102,7 +104,9 @@ def _transports_arg(text: str) -> str:
 
 def add_arguments(parser: Any) -> None:
     """Add echoswarm's user options to a Locust (or plain argparse) parser."""
-    group = parser.add_argument_group("echoswarm users")
+    # Straight on the parser, not in an argument group: Locust lists in its web UI only the
+    # arguments that went through its own parser's add_argument.
+    group = parser
     group.add_argument(
         "--grpc-target", default="127.0.0.1:50051", help="gRPC echo server HOST:PORT"
     )
@@ -189,15 +193,65 @@ def defaults() -> argparse.Namespace:
     return argparse.Namespace(**vars(_DEFAULTS))
 
 
+class OptionError(ValueError):
+    """An option value that is not acceptable (one line, names the option)."""
+
+
+def _mode(text: str) -> str:
+    if text not in MODES:
+        raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(MODES)}")
+    return text
+
+
+# Values typed into the web UI's form skip argparse (Locust converts them to the default's
+# type only), so :func:`of` runs them through the same checks.
+_CHECKS: dict[str, Any] = {
+    "frame_bytes": _frame_bytes,
+    "interval_ms": _non_negative_float,
+    "mode": _mode,
+    "transports": _transports_arg,
+    "reply_timeout_s": _positive_float,
+    "stream_seconds": _non_negative_float,
+    "stream_messages": _non_negative_int,
+    "connections_per_user": _non_negative_int,
+    "round_trips": lambda text: _int_at_least(text, 1),
+}
+
+
 def of(environment: Any) -> argparse.Namespace:
-    """The effective options of ``environment``: its parsed options over the defaults."""
+    """The effective options of ``environment``: its parsed options over the defaults.
+
+    Raises :class:`OptionError` for a value that fails its check.
+    """
     merged = defaults()
     parsed = getattr(environment, "parsed_options", None)
     if parsed is not None:
         for key, value in vars(parsed).items():
             if key in vars(merged) and value is not None:
                 setattr(merged, key, value)
+    for key, check in _CHECKS.items():
+        value = getattr(merged, key)
+        try:
+            setattr(merged, key, check(str(value)))
+        except (argparse.ArgumentTypeError, ValueError) as exc:
+            raise OptionError(f"--{key.replace('_', '-')} {value}: {exc}") from None
     return merged
+
+
+_reported: set[str] = set()
+
+
+def user_options(environment: Any) -> argparse.Namespace:
+    """:func:`of` for a user's ``on_start``: a bad value is logged once per process and stops
+    the user (Locust's ``StopUser``) instead of raising into Locust."""
+    try:
+        return of(environment)
+    except OptionError as exc:
+        text = str(exc)
+        if text not in _reported:
+            _reported.add(text)
+            logging.getLogger("echoswarm.users").error("bad option %s", text)
+        raise StopUser() from None
 
 
 def parse_options(argv: list[str]) -> argparse.Namespace:

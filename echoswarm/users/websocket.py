@@ -338,7 +338,7 @@ class WebSocketUser(User):
     wait_time = constant(0)
 
     def on_start(self) -> None:
-        self.opts = options.of(self.environment)
+        self.opts = options.user_options(self.environment)
         self.sink = LocustSink(self.environment)
         self.user_id = next_user_id()
         self.backoff = Backoff()
