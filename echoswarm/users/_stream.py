@@ -34,7 +34,8 @@ from typing import Any, Protocol
 import gevent
 from gevent.event import Event
 
-from echoswarm.measure import InFlight, Sink, now_ns
+from echoswarm.measure import InFlight, Sink, first_difference, now_ns
+from echoswarm.wire import read_stamps
 
 STOP_DRAIN_S = 2.0
 """At most this long (and never longer than the reply timeout) a stopping stream waits for
@@ -339,6 +340,20 @@ class Stream:
                 self.closing = True
                 link.close()
                 return
+
+
+def check_echo(data: bytes | bytearray, expect: bytearray) -> tuple[int, int, int, str | None]:
+    """Check the echo of a stamped frame: (seq, intended, sent, content error or None).
+
+    ``expect`` is the frame as sent with any stamps; the echo's own stamps (checked against
+    what was sent for that seq by :meth:`Stream.on_reply`) are copied into it, so one buffer
+    comparison covers every other byte.
+    """
+    seq, intended, sent = read_stamps(data)
+    expect[8:32] = data[8:32]
+    if data == expect:
+        return seq, intended, sent, None
+    return seq, intended, sent, first_difference(expect, data)
 
 
 class Backoff:

@@ -38,14 +38,13 @@ from typing import Any
 import gevent
 import grpc
 import grpc.experimental.gevent as grpc_gevent
-import locust  # noqa: F401  (gevent monkey-patching before grpc)
+import locust  # noqa: F401,I001  (gevent monkey-patching before grpc is imported)
 from gevent import GreenletExit
-from locust import User, constant, task
+from locust import task
 
 from echoswarm.measure import Sample, Schedule, Timer, first_difference, next_conn_id, now_ns
-from echoswarm.users import options
-from echoswarm.users._stream import STOP_DRAIN_S, Backoff, Stream, stream_config
-from echoswarm.users.base import LocustSink, next_user_id
+from echoswarm.users._stream import STOP_DRAIN_S, Stream, stream_config
+from echoswarm.users._user import EchoUser
 from echoswarm.wire import HEADER_SIZE, pattern
 from protos import echo_pb2, echo_pb2_grpc
 
@@ -72,21 +71,16 @@ def grpc_describe(exc: BaseException) -> str:
     return f"{status.name.lower()}: {first[:120]}" if first else status.name.lower()
 
 
-class GrpcUser(User):
+class GrpcUser(EchoUser):
     """Abstract gRPC echo user; ``pattern`` is one of unary, server_stream, client_stream,
     bidi."""
 
     abstract = True
     transport = "grpc"
     pattern = "bidi"
-    name_prefix = ""
-    wait_time = constant(0)
 
     def on_start(self) -> None:
-        self.opts = options.user_options(self.environment)
-        self.sink = LocustSink(self.environment)
-        self.user_id = next_user_id()
-        self.backoff = Backoff()
+        super().on_start()
         self.channel: grpc.Channel | None = None
         self.stub: Any = None
         self.conn_id = 0
@@ -101,7 +95,7 @@ class GrpcUser(User):
 
     @task
     def run_pattern(self) -> None:
-        if self.channel is None and not self.connect():
+        if self.channel is None and not self.open_channel():
             return
         kind = self.pattern
         if kind == "unary":
@@ -114,7 +108,7 @@ class GrpcUser(User):
             self.bidi()
 
     # ----------------------------------------------------------------- channel
-    def connect(self) -> bool:
+    def open_channel(self) -> bool:
         """Open this user's channel and wait until it is READY (row ``connect``)."""
         self.conn_id = next_conn_id()
         timer = Timer()

@@ -18,19 +18,13 @@ must be as long as the frame) into one preallocated buffer and compared byte for
 from __future__ import annotations
 
 import socket
-from dataclasses import replace
 
 import locust  # noqa: F401  (gevent monkey-patching before any socket use)
-from locust import User, constant, task
-from locust.exception import StopUser
+from locust import task
 
-from echoswarm.measure import Timer, first_difference, next_conn_id
-from echoswarm.users import options
-from echoswarm.users._stream import Backoff, ConnectionLost, Stream, describe, stream_config
-from echoswarm.users.base import LocustSink, next_user_id
-from echoswarm.wire import FrameTemplate, read_stamps
-
-_STAMPS_END = 32
+from echoswarm.users._stream import ConnectionLost, check_echo
+from echoswarm.users._user import EchoUser
+from echoswarm.wire import FrameTemplate
 
 
 def parse_target(target: str, default_port: int) -> tuple[str, int]:
@@ -87,13 +81,7 @@ class TcpLink:
             got += n
             self._got = got
         self._got = 0
-        buf = self._buf
-        seq, intended, sent = read_stamps(buf)
-        expect = self._expect
-        expect[8:_STAMPS_END] = buf[8:_STAMPS_END]
-        if buf == expect:
-            return seq, intended, sent, None
-        return seq, intended, sent, first_difference(expect, buf)
+        return check_echo(self._buf, self._expect)
 
     def set_timeout(self, seconds: float | None) -> None:
         self.sock.settimeout(seconds)
@@ -105,26 +93,20 @@ class TcpLink:
             pass
 
 
-class TcpUser(User):
+class TcpUser(EchoUser):
     """Abstract TCP echo user; set ``pattern`` ("stream" or "churn") in a subclass."""
 
     abstract = True
     transport = "tcp"
     pattern = "stream"
-    name_prefix = ""  # e.g. "serial " → rows "serial msg"
-    wait_time = constant(0)
 
     def on_start(self) -> None:
-        self.opts = options.user_options(self.environment)
-        self.sink = LocustSink(self.environment)
-        self.user_id = next_user_id()
-        self.backoff = Backoff()
-        self.connections = 0
-        self.target: tuple[str, int] | None
+        super().on_start()
+        self.target: tuple[str, int] | None = None
+        self.target_error = ""
         try:
             self.target = parse_target(self.opts.tcp_target, 7777)
         except ValueError as exc:
-            self.target = None
             self.target_error = f"bad --tcp-target: {exc}"
 
     @task
@@ -134,76 +116,18 @@ class TcpUser(User):
         else:
             self.stream_once()
 
-    # ------------------------------------------------------------------- pieces
-    def connect(self) -> tuple[TcpLink, int, Timer] | None:
-        """Open one connection (row ``connect``); None after a failure (already recorded and
-        backed off)."""
-        conn_id = next_conn_id()
-        timer = Timer()
-        name = self.name_prefix + "connect"
-        if self.target is None:
-            self.sink(timer.sample("tcp", name, 0, self.target_error, user_id=self.user_id))
-            self.backoff.wait()
-            return None
-        try:
-            sock = socket.create_connection(self.target, timeout=self.opts.reply_timeout_s)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            sock.settimeout(None)
-        except Exception as exc:
-            self.sink(
-                timer.sample("tcp", name, 0, describe(exc), user_id=self.user_id, conn_id=conn_id)
-            )
-            self.backoff.wait()
-            return None
-        self.sink(timer.sample("tcp", name, user_id=self.user_id, conn_id=conn_id))
-        return TcpLink(sock, self.opts.frame_bytes), conn_id, timer
-
-    def stream_once(self) -> None:
-        """One persistent connection carrying a paced or ping-pong stream until it ends."""
-        opened = self.connect()
-        if opened is None:
-            return
-        link, conn_id, _ = opened
-        cfg = stream_config(self.opts, "tcp", self.name_prefix + "msg")
-        stream = Stream(cfg, self.sink, user_id=self.user_id, conn_id=conn_id, nbytes=link.nbytes)
-        if cfg.pingpong:
-            stream.run_pingpong(link)
-        else:
-            stream.run_paced(link)
-        self._after(stream.error)
-
     def churn_once(self) -> None:
         """connect → K round trips → close, as S003's client meant (rows connect/msg/session)."""
-        limit = self.opts.connections_per_user
-        if limit and self.connections >= limit:
-            raise StopUser()
-        self.connections += 1
-        opened = self.connect()
-        if opened is None:
-            return
-        link, conn_id, timer = opened
-        cfg = replace(
-            stream_config(self.opts, "tcp", self.name_prefix + "msg"),
-            pingpong=True,
-            max_messages=self.opts.round_trips,
-            duration_ns=None,
-        )
-        stream = Stream(cfg, self.sink, user_id=self.user_id, conn_id=conn_id, nbytes=link.nbytes)
-        stream.run_pingpong(link)
-        self.sink(
-            timer.sample(
-                "tcp",
-                self.name_prefix + "session",
-                stream.sent * link.nbytes,
-                stream.error,
-                user_id=self.user_id,
-                conn_id=conn_id,
-            )
-        )
-        self._after(stream.error)
+        self.short_connection("msg", self.opts.round_trips)
 
-    def _after(self, error: str | None) -> None:
-        if error is None:
-            self.backoff.reset()
-        else:
-            self.backoff.wait()
+    def open_link(self) -> TcpLink:
+        if self.target is None:
+            raise ConnectionLost(self.target_error)
+        sock = socket.create_connection(self.target, timeout=self.opts.reply_timeout_s)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.settimeout(None)
+        except OSError:
+            sock.close()
+            raise
+        return TcpLink(sock, self.opts.frame_bytes)

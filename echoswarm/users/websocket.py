@@ -29,13 +29,11 @@ from typing import Any
 
 import locust  # noqa: F401  (gevent monkey-patching before any socket use)
 import websocket
-from locust import User, constant, task
-from locust.exception import StopUser
+from locust import task
 
-from echoswarm.measure import Timer, first_difference, next_conn_id
-from echoswarm.users import options
-from echoswarm.users._stream import Backoff, ConnectionLost, Stream, describe, stream_config
-from echoswarm.users.base import LocustSink, next_user_id
+from echoswarm.measure import Timer
+from echoswarm.users._stream import ConnectionLost, check_echo, describe
+from echoswarm.users._user import EchoUser
 from echoswarm.wire import (
     FLAG_STATS_REQUEST,
     HEADER_SIZE,
@@ -43,7 +41,6 @@ from echoswarm.wire import (
     FrameTemplate,
     parse_frame,
     pattern,
-    read_stamps,
 )
 
 OPCODE_BINARY = websocket.ABNF.OPCODE_BINARY
@@ -113,12 +110,7 @@ class WsLink:
             return self._check_stats(data)
         if len(data) < HEADER_SIZE:
             return -1, 0, 0, f"echo length {len(data)} != sent {self.nbytes}"
-        seq, intended, sent = read_stamps(data)
-        expect = self._expect
-        expect[8:32] = data[8:32]
-        if data == expect:
-            return seq, intended, sent, None
-        return seq, intended, sent, first_difference(expect, data)
+        return check_echo(data, self._expect)
 
     def _check_text(self, data: str) -> tuple[int, int, int, str | None]:
         try:
@@ -210,12 +202,7 @@ class WsBinaryLink:
             return -1, 0, 0, "expected a binary reply, got text"
         if len(data) != self.nbytes:
             return -1, 0, 0, f"echo length {len(data)} != sent {self.nbytes}"
-        seq, intended, sent = read_stamps(data)
-        expect = self._expect
-        expect[8:32] = data[8:32]
-        if data == expect:
-            return seq, intended, sent, None
-        return seq, intended, sent, first_difference(expect, data)
+        return check_echo(data, self._expect)
 
     def _frame(self) -> tuple[bool, int, bytes]:
         """One server frame: (fin, opcode, payload)."""
@@ -326,7 +313,7 @@ def check_stats_json(payload: bytes, expect: dict[str, float]) -> str | None:
     return None
 
 
-class WebSocketUser(User):
+class WebSocketUser(EchoUser):
     """Abstract WebSocket echo user; set ``pattern`` ("session" or "request") in a subclass."""
 
     abstract = True
@@ -334,15 +321,6 @@ class WebSocketUser(User):
     pattern = "session"
     text = False
     stats = False
-    name_prefix = ""
-    wait_time = constant(0)
-
-    def on_start(self) -> None:
-        self.opts = options.user_options(self.environment)
-        self.sink = LocustSink(self.environment)
-        self.user_id = next_user_id()
-        self.backoff = Backoff()
-        self.connections = 0
 
     @task
     def run_pattern(self) -> None:
@@ -351,87 +329,36 @@ class WebSocketUser(User):
         else:
             self.session_once()
 
-    def connect(self) -> tuple[WsLink | WsBinaryLink, int, Timer] | None:
-        """Open a session (row ``connect``: TCP connect + upgrade); None after a failure."""
-        conn_id = next_conn_id()
-        timer = Timer()
-        try:
-            ws = websocket.create_connection(
-                self.opts.ws_url,
-                timeout=self.opts.reply_timeout_s,
-                enable_multithread=False,
-                skip_utf8_validation=True,
-                sockopt=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
-            )
-            ws.settimeout(None)
-        except Exception as exc:
-            error = ws_describe(exc)
-            self.sink(
-                timer.sample(
-                    "ws", self.name_prefix + "connect", 0, error,
-                    user_id=self.user_id, conn_id=conn_id,
-                )
-            )  # fmt: skip
-            self.backoff.wait()
-            return None
-        self.sink(
-            timer.sample("ws", self.name_prefix + "connect", user_id=self.user_id, conn_id=conn_id)
-        )
-        link: WsLink | WsBinaryLink
-        if self.text or self.stats:
-            link = WsLink(ws, self.opts.frame_bytes, text=self.text, stats=self.stats)
-        else:
-            link = WsBinaryLink(ws, self.opts.frame_bytes)
-        return link, conn_id, timer
-
     def session_once(self) -> None:
         """One long-lived session carrying a paced or ping-pong stream until it ends."""
-        opened = self.connect()
-        if opened is None:
-            return
-        link, conn_id, _ = opened
-        cfg = stream_config(self.opts, "ws", self.name_prefix + "msg")
-        stream = Stream(cfg, self.sink, user_id=self.user_id, conn_id=conn_id, nbytes=link.nbytes)
-        if cfg.pingpong:
-            stream.run_pingpong(link)
-        else:
-            stream.run_paced(link)
-        self._after(stream.error)
+        self.stream_once()
 
     def request_once(self) -> None:
         """connect → one request → its reply → close (rows connect/roundtrip/session)."""
-        limit = self.opts.connections_per_user
-        if limit and self.connections >= limit:
-            raise StopUser()
-        self.connections += 1
-        opened = self.connect()
+        self.short_connection("roundtrip", 1)
+
+    def connect(self) -> tuple[WsLink | WsBinaryLink, int, Timer] | None:
+        """:meth:`EchoUser.connect`, typed: subclasses may use the session (``link.ws``)."""
+        opened = super().connect()
         if opened is None:
-            return
+            return None
         link, conn_id, timer = opened
-        cfg = stream_config(self.opts, "ws", self.name_prefix + "roundtrip")
-        cfg = _one_shot(cfg)
-        stream = Stream(cfg, self.sink, user_id=self.user_id, conn_id=conn_id, nbytes=link.nbytes)
-        stream.run_pingpong(link)
-        self.sink(
-            timer.sample(
-                "ws",
-                self.name_prefix + "session",
-                stream.sent * link.nbytes,
-                stream.error,
-                user_id=self.user_id,
-                conn_id=conn_id,
-            )
+        assert isinstance(link, WsLink | WsBinaryLink)
+        return link, conn_id, timer
+
+    def open_link(self) -> WsLink | WsBinaryLink:
+        """TCP connect + HTTP upgrade (the ``connect`` row)."""
+        ws = websocket.create_connection(
+            self.opts.ws_url,
+            timeout=self.opts.reply_timeout_s,
+            enable_multithread=False,
+            skip_utf8_validation=True,
+            sockopt=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
         )
-        self._after(stream.error)
+        ws.settimeout(None)
+        if self.text or self.stats:
+            return WsLink(ws, self.opts.frame_bytes, text=self.text, stats=self.stats)
+        return WsBinaryLink(ws, self.opts.frame_bytes)
 
-    def _after(self, error: str | None) -> None:
-        if error is None:
-            self.backoff.reset()
-        else:
-            self.backoff.wait()
-
-
-def _one_shot(cfg: Any) -> Any:
-    from dataclasses import replace
-
-    return replace(cfg, pingpong=True, max_messages=1, duration_ns=None)
+    def describe_error(self, exc: BaseException) -> str:
+        return ws_describe(exc)
