@@ -154,6 +154,8 @@ class Outcome:
             return "interrupted"
         if self.finished:
             return "done"
+        if self.run_status not in ("complete", "partial"):
+            return "failed"  # the test never ran (e.g. the locustfile failed to import)
         return "partial" if self.run_status == "partial" else "capped"
 
 
@@ -235,7 +237,9 @@ def run_cell(plan: Plan, cell: Cell, sweep_dir: Path, extra: list[str]) -> Outco
         if watch:
             watch.start()
         try:
-            code = local.execute()
+            # The orchestrator's warnings belong to the cell's log, not between table lines.
+            with contextlib.redirect_stderr(log):
+                code = local.execute()
         finally:
             if watch:
                 watch.halt.set()
@@ -243,6 +247,18 @@ def run_cell(plan: Plan, cell: Cell, sweep_dir: Path, extra: list[str]) -> Outco
     # Judged on the final results: all the load done, or cut short by the time limit.
     finished = code == EXIT_OK and (cell.done is None or _cell_done(results, cell.done))
     return Outcome(cell, results, code, timer.elapsed_ns() / 1e9, finished, _run_status(results))
+
+
+def _failure(results: Path) -> str:
+    """One line on why a cell failed: the first child that exited with an error, if known."""
+    try:
+        exited = json.loads((results / "run.json").read_text())["orchestrator"]["children_exited"]
+    except (OSError, ValueError, KeyError, TypeError):
+        exited = []
+    for child in exited:
+        if child.get("exit_code"):
+            return f"{child['child']} exited with code {child['exit_code']}: {child['last_output']}"
+    return "no results were written"
 
 
 def _run_status(results: Path) -> str:
@@ -268,6 +284,7 @@ def execute(plan: Plan, sweep_dir: Path, extra: list[str], out: TextIO = sys.std
         outcomes.append(outcome)
         say(f" {outcome.status} in {outcome.wall_s:.1f}s")
         if outcome.status == "failed":
+            say(f"    {_failure(outcome.results)}")
             say(f"    see {outcome.results}/orchestrator.log and {outcome.results}/logs/")
             code = EXIT_RUN
         elif outcome.status == "interrupted":
