@@ -71,6 +71,24 @@ def grpc_describe(exc: BaseException) -> str:
     return f"{status.name.lower()}: {first[:120]}" if first else status.name.lower()
 
 
+_users_started = 0
+
+
+def _grow_threadpool() -> None:
+    """Give gevent's threadpool room for every gRPC user of this process.
+
+    In gevent mode grpcio waits for its completion queues in gevent's threadpool (10 threads
+    by default); with more streams than threads, replies queue for a free thread (measured:
+    30 bidi streams, latency p99 209 ms with 10 threads, 53 ms with 200).
+    """
+    global _users_started
+    _users_started += 1
+    pool = gevent.get_hub().threadpool
+    want = 2 * _users_started + 10
+    if pool.maxsize < want:
+        pool.maxsize = want
+
+
 class GrpcUser(EchoUser):
     """Abstract gRPC echo user; ``pattern`` is one of unary, server_stream, client_stream,
     bidi."""
@@ -81,6 +99,7 @@ class GrpcUser(EchoUser):
 
     def on_start(self) -> None:
         super().on_start()
+        _grow_threadpool()
         self.channel: grpc.Channel | None = None
         self.stub: Any = None
         self.conn_id = 0
