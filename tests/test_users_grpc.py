@@ -31,8 +31,11 @@ def test_every_rpc_kind_paced_against_a_delayed_server(
         ("grpc", "bidi msg"),
     }
     assert len(r.ok("grpc", "connect")) == 4
-    for name in ("unary", "server_stream msg", "bidi msg", "server_stream first"):
+    for name in ("unary", "server_stream msg", "bidi msg"):
         assert 20.0 <= r.p50_ms("grpc", name) <= 25.0, (name, r.p50_ms("grpc", name))
+    # time to first frame: request + the server's 20 ms + frame (only ~3 calls: no tight p50)
+    firsts = [s.ms for s in r.ok("grpc", "server_stream first")]
+    assert firsts and all(20.0 <= ms <= 60.0 for ms in firsts), firsts
     # paced unary: 10 calls/s for ~3 s
     assert 27 <= len(r.rows("grpc", "unary")) <= 33
     # bidi: each call carries exactly 10 frames, seq 0..9 (the last call may be cut by the stop)
