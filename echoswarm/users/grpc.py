@@ -43,7 +43,7 @@ from gevent import GreenletExit
 from locust import task
 
 from echoswarm.measure import Sample, Schedule, Timer, first_difference, next_conn_id, now_ns
-from echoswarm.users._stream import STOP_DRAIN_S, Stream, stream_config
+from echoswarm.users._stream import STOP_DRAIN_S, Stream, describe, stream_config
 from echoswarm.users._user import EchoUser
 from echoswarm.wire import HEADER_SIZE, pattern
 from protos import echo_pb2, echo_pb2_grpc
@@ -315,6 +315,8 @@ class GrpcUser(EchoUser):
             except grpc.RpcError as exc:
                 if not state["stop_at"]:
                     state["error"] = grpc_describe(exc)
+            except Exception as exc:  # a spawned greenlet must not die with a traceback
+                state["error"] = describe(exc)
 
         receiver = gevent.spawn(receive)
         try:
@@ -460,6 +462,8 @@ class GrpcUser(EchoUser):
             except grpc.RpcError as exc:
                 if not stream.closing:
                     stream.error = stream.error or grpc_describe(exc)
+            except Exception as exc:  # a spawned greenlet must not die with a traceback
+                stream.error = stream.error or describe(exc)
 
         receiver = gevent.spawn(receive)
         try:
