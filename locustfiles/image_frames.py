@@ -20,8 +20,11 @@ per-image latency percentiles, and which kind wins on which measure)::
 
 One run with both kinds at once (they then compete for the CPU; use the sweep to compare)::
 
-    python -m echoswarm run locustfiles/image_frames.py -u 21 -- --images 200 --parallel 20
+    python -m echoswarm run locustfiles/image_frames.py -u 21 -r 21 -- --images 200 --parallel 20
     locust -f locustfiles/image_frames.py --ws-url ws://127.0.0.1:8765/echo --image-kind serial
+
+Spawn every user at once (``-r`` ≥ ``-u``): while Locust is still ramping up it replaces users
+that have already finished, which would send more images than asked.
 
 The test ends by itself once every user has sent its images (:mod:`echoswarm.sweep_autostop`).
 """
