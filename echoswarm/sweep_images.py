@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
@@ -68,6 +67,9 @@ def make_plan(argv: list[str], servers: list[ServerSpec]) -> Plan:
     p.add_argument("--parallel", type=positive_int, default=None, help="parallel users (50)")
     p.add_argument("--replies", default="all", help="all or a list of: after, before")
     p.add_argument("--kinds", default="all", help="all or a list of: serial, parallel")
+    p.add_argument(
+        "--repeat", type=positive_int, default=1, help="run the whole grid N times (noise)"
+    )
     ns = p.parse_args(argv)
     base = QUICK if ns.quick else FULL
     images = ns.images or int(base["images"])
@@ -78,30 +80,32 @@ def make_plan(argv: list[str], servers: list[ServerSpec]) -> Plan:
     server = _stats_server(servers)
     common = ["--images", str(images), "--parallel", str(parallel), "--reply-timeout-s", "30"]
     cells = []
-    for reply in replies:
-        for kind in kinds:
-            users = 1 if kind == "serial" else parallel
-            prefix = kind + " "
-            done = (
-                st.all_messages(images, prefix)
-                if kind == "serial"
-                else st.all_connections(parallel * per_user(images, parallel), prefix)
-            )
-            cells.append(
-                Cell(
-                    label=f"{kind}-{reply}",
-                    key={"reply": reply, "kind": kind},
-                    users=users,
-                    spawn_rate=ns.spawn_rate or float(users),
-                    time_limit_s=limit,
-                    locust_args=["--image-kind", kind, *common],
-                    server_overrides={server.label: ["--reply", reply]},
-                    done=done,
+    for rep in range(1, ns.repeat + 1):  # whole grid again: drifts spread over every cell
+        for reply in replies:
+            for kind in kinds:
+                users = 1 if kind == "serial" else parallel
+                prefix = kind + " "
+                done = (
+                    st.all_messages(images, prefix)
+                    if kind == "serial"
+                    else st.all_connections(parallel * per_user(images, parallel), prefix)
                 )
-            )
+                tag = {"rep": rep} if ns.repeat > 1 else {}
+                cells.append(
+                    Cell(
+                        label=f"{kind}-{reply}" + (f"-r{rep}" if tag else ""),
+                        key={"reply": reply, "kind": kind, **tag},
+                        users=users,
+                        spawn_rate=ns.spawn_rate or float(users),
+                        time_limit_s=limit,
+                        locust_args=["--image-kind", kind, *common],
+                        server_overrides={server.label: ["--reply", reply]},
+                        done=done,
+                    )
+                )
     return Plan(
         title=f"S001 images: {images} × 800×600 per cell, serial vs {parallel} parallel, "
-        f"reply {'/'.join(replies)}",
+        f"reply {'/'.join(replies)}" + (f", {ns.repeat} repeats" if ns.repeat > 1 else ""),
         locustfile=ns.locustfile,
         workers=ns.workers or DEFAULT_WORKERS,
         cells=cells,
@@ -115,6 +119,7 @@ def make_plan(argv: list[str], servers: list[ServerSpec]) -> Plan:
             "replies": replies,
             "kinds": kinds,
             "cell_time_s": limit,
+            "repeat": ns.repeat,
             "quick": ns.quick,
         },
     )
@@ -138,6 +143,7 @@ def table(outcomes: list[Outcome], images: int, parallel: int) -> pd.DataFrame:
             {
                 "reply": o.cell.key["reply"],
                 "kind": kind,
+                "rep": int(o.cell.key.get("rep", 1)),
                 "status": o.status,
                 "images": f"{ok}/{expected}",
                 "errors": sum(int(r.get("failures") or 0) for r in rows.values()),
@@ -158,29 +164,40 @@ def table(outcomes: list[Outcome], images: int, parallel: int) -> pd.DataFrame:
 
 
 def verdicts(df: pd.DataFrame) -> list[str]:
-    """Which kind wins on throughput and on latency, per reply mode (from the table)."""
+    """Which kind wins on throughput and on latency, per reply mode (over every run done)."""
     out = []
     for reply, group in df.groupby("reply", sort=False):
-        by = group.set_index("kind")
-        if not {"serial", "parallel"} <= set(by.index):
+        done = group[group["status"] == "done"]
+        runs = done.pivot_table(
+            index="rep", columns="kind", values=["total_s", "image_p50_ms", "image_p99_ms"]
+        ).dropna()
+        if runs.empty or not {"serial", "parallel"} <= set(runs["total_s"].columns):
+            out.append(f"- reply {reply}: no verdict (no run with both kinds done: see status).")
             continue
-        s, p = by.loc["serial"], by.loc["parallel"]
-        if s["status"] != "done" or p["status"] != "done":
-            out.append(f"- reply {reply}: no verdict (a cell did not finish: see status).")
-            continue
-        fast = "parallel" if p["total_s"] < s["total_s"] else "serial"
-        low = "serial" if s["image_p50_ms"] < p["image_p50_ms"] else "parallel"
+        t, p50, p99 = runs["total_s"], runs["image_p50_ms"], runs["image_p99_ms"]
+        n = len(runs)
+        fast = _winner(int((t["parallel"] < t["serial"]).sum()), n, "parallel", "serial")
+        low = _winner(int((p50["serial"] < p50["parallel"]).sum()), n, "serial", "parallel")
+        med = "median " if n > 1 else ""
+        count = int(done[done["kind"] == "serial"]["ok_images"].median())
         out.append(
-            f"- reply {reply}: throughput — {fast} wins ({images_line(p)} parallel vs "
-            f"{images_line(s)} serial); latency — {low} wins (per-image p50 "
-            f"{st.fmt(s['image_p50_ms'])} ms serial vs {st.fmt(p['image_p50_ms'])} ms parallel, "
-            f"p99 {st.fmt(s['image_p99_ms'])} vs {st.fmt(p['image_p99_ms'])} ms)."
+            f"- reply {reply}: throughput — {fast} ({med}{st.fmt(t['parallel'].median())} s "
+            f"parallel vs {st.fmt(t['serial'].median())} s serial for {count} images); "
+            f"latency — {low} ({med}per-image p50 {st.fmt(p50['serial'].median())} ms serial vs "
+            f"{st.fmt(p50['parallel'].median())} ms parallel, p99 "
+            f"{st.fmt(p99['serial'].median())} vs {st.fmt(p99['parallel'].median())} ms)."
         )
     return out
 
 
-def images_line(row: Any) -> str:
-    return f"{row['ok_images']} images in {st.fmt(row['total_s'])} s"
+def _winner(wins: int, n: int, kind: str, other: str) -> str:
+    """ "kind wins" / "other wins" (with "in k of n runs" when repeated) / "no winner"."""
+    runs = f" in {max(wins, n - wins)} of {n} runs" if n > 1 else ""
+    if wins * 2 > n:
+        return f"{kind} wins{runs}"
+    if wins * 2 < n:
+        return f"{other} wins{runs}"
+    return f"no winner ({kind} ahead in {wins} of {n} runs)"
 
 
 def render(df: pd.DataFrame, sweep_dir: Path) -> list[Path]:
@@ -192,7 +209,8 @@ def render(df: pd.DataFrame, sweep_dir: Path) -> list[Path]:
         "",
         *verdicts(df),
     ]
-    files = st.write_outputs(df, sweep_dir, HEADERS, notes)
+    headers = {"rep": "run", **HEADERS} if df["rep"].nunique() > 1 else HEADERS
+    files = st.write_outputs(df, sweep_dir, headers, notes)
     files.append(plot(df, sweep_dir / "sweep.png"))
     return files
 
@@ -204,6 +222,9 @@ def plot(df: pd.DataFrame, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    # Medians over repeats, in the order the cells ran.
+    agg = {"total_s": "median", "image_p50_ms": "median", "image_p99_ms": "median"}
+    df = df.groupby(["reply", "kind"], as_index=False, sort=False).agg(agg)
     labels = [f"{k}\n{r}" for k, r in zip(df["kind"], df["reply"], strict=True)]
     colors = ["#37a" if k == "serial" else "#d83" for k in df["kind"]]
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))

@@ -174,3 +174,27 @@ def test_short_s001_comparison(tmp_path: Path) -> None:
         assert "; latency — " in text
     assert (out / "sweep.png").stat().st_size > 1000
     assert "| reply | kind |" in proc.stdout
+
+
+def test_verdicts_say_who_wins_and_how_often() -> None:
+    import pandas as pd
+
+    from echoswarm.sweep_images import verdicts
+
+    rows = []
+    for rep, (t_serial, t_parallel) in enumerate([(8.0, 6.0), (8.0, 9.0), (8.0, 7.0)], 1):
+        for kind, total, p50 in (("serial", t_serial, 8.0), ("parallel", t_parallel, 300.0)):
+            rows.append(
+                {"reply": "after", "kind": kind, "rep": rep, "status": "done", "total_s": total,
+                 "image_p50_ms": p50, "image_p99_ms": p50 * 2, "ok_images": 1000}
+            )  # fmt: skip
+    df = pd.DataFrame(rows)
+    assert verdicts(df) == [
+        "- reply after: throughput — parallel wins in 2 of 3 runs (median 7.00 s parallel vs "
+        "8.00 s serial for 1000 images); latency — serial wins in 3 of 3 runs (median per-image "
+        "p50 8.00 ms serial vs 300 ms parallel, p99 16.0 vs 600 ms)."
+    ]
+    df.loc[(df["rep"] == 1) & (df["kind"] == "parallel"), "status"] = "capped"
+    assert "no winner (parallel ahead in 1 of 2 runs)" in verdicts(df)[0]
+    df["status"] = "capped"
+    assert verdicts(df) == ["- reply after: no verdict (no run with both kinds done: see status)."]
