@@ -143,7 +143,7 @@ def test_short_s001_comparison(tmp_path: Path) -> None:
     out = tmp_path / "s001"
     proc = subprocess.run(
         [procs.PYTHON, "-m", "echoswarm", "sweep", IMAGES, "--images", "12", "--parallel", "4",
-         "--out", str(out)],
+         "--cell-time", "25", "--out", str(out)],
         cwd=procs.ROOT, env=procs.env(), capture_output=True, text=True, timeout=110,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
