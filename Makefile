@@ -21,6 +21,7 @@ demo: $(STAMP)
 test: $(STAMP) sysdeps lint typecheck
 	$(PY) -m protos.generate --check
 	$(PY) -m pytest -q
+	$(PY) -m pytest -q --inproc
 
 sysdeps:
 	bash scripts/sysdeps.sh

@@ -138,6 +138,10 @@ def make_config(ns: argparse.Namespace, extra: list[str], argv: list[str]) -> Ru
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["sweep"]:  # the sweep has its own parser (flags may precede the file)
+        from echoswarm import sweep
+
+        return sweep.main(argv[1:])
     extra: list[str] = []
     if "--" in argv:
         i = argv.index("--")
@@ -145,10 +149,6 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     ns = parser.parse_args(argv)
     prog = f"python -m echoswarm {ns.command}"
-    if ns.command == "sweep":
-        from echoswarm import sweep
-
-        return sweep.main(ns.rest + (["--", *extra] if extra else []))
     try:
         cfg = make_config(ns, extra, argv)
         read_servers(cfg.locustfile)  # a malformed declaration is a usage error, before start

@@ -195,7 +195,7 @@ class LocalRun:
                     # Locust's own usage error (e.g. a bad extra argument after --).
                     self._say(f"error: locust: {master.last_lines(1)}", err=True)
                     return EXIT_USAGE
-                if rc not in (0, 1):
+                if rc != 0:  # failures do not count: the master runs with --exit-code-on-error 0
                     raise RunError(f"locust master exited with code {rc}: {master.last_lines()}")
                 return EXIT_OK
             if not any(c.alive() for c in self.sup.children if c.role == "worker"):

@@ -14,6 +14,26 @@ import pytest
 
 from tests import procs
 
+INPROC = Path(__file__).resolve().parent / "inproc"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--inproc",
+        action="store_true",
+        help="run only tests/inproc (Locust in this process, gevent-patched first)",
+    )
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """tests/inproc runs in its own session (``--inproc``); the rest never share it."""
+    inside = collection_path == INPROC or INPROC in collection_path.parents
+    if config.getoption("--inproc"):
+        if collection_path.is_file() and collection_path.suffix == ".py" and not inside:
+            return True
+        return None
+    return True if inside else None
+
 
 @pytest.fixture(autouse=True)
 def no_leftover_processes() -> Iterator[None]:
