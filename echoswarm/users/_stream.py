@@ -35,6 +35,7 @@ import gevent
 from gevent.event import Event
 
 from echoswarm.measure import InFlight, Sink, first_difference, now_ns
+from echoswarm.users._scheduler import scheduler
 from echoswarm.wire import read_stamps
 
 STOP_DRAIN_S = 2.0
@@ -101,6 +102,20 @@ class Link(Protocol):
     def close(self) -> None: ...
 
 
+class NowaitLink(Link, Protocol):
+    """A link that can send without blocking: paced streams on it share the process's
+    scheduler (:mod:`echoswarm.users._scheduler`) instead of a sender greenlet each."""
+
+    def send_nowait(self, seq: int, intended_ns: int, sent_ns: int) -> memoryview | None:
+        """Stamp and send one message without blocking; return the bytes the transport did
+        not take (None when all went), which :meth:`send_rest` must send next. Raise on a
+        broken connection."""
+        ...
+
+    def send_rest(self, rest: memoryview) -> None:
+        """Block until ``rest`` is sent (raise on a broken connection)."""
+
+
 class Stream:
     """One ordered stream of echoed messages; see the module docstring."""
 
@@ -122,6 +137,11 @@ class Stream:
         self._drained = Event()
         self._replied = Event()
         self._draining = False
+        self._helper: gevent.Greenlet | None = None  # sender, flush or drain greenlet
+        self._link: NowaitLink
+        self._t0 = 0
+        self._end: int | None = None
+        self._next_seq = 0
 
     # ----------------------------------------------------------------- sender side
     def ticks(self) -> Iterator[tuple[int, int, int]]:
@@ -253,21 +273,108 @@ class Stream:
 
     # ------------------------------------------------------------- whole streams
     def run_paced(self, link: Link) -> None:
-        """Sender greenlet + receiver in the calling greenlet, until the stream ends."""
-        sender = gevent.spawn(self._send_loop, link)
+        """Sends on the schedule (the process's scheduler when the link can send without
+        blocking, else a sender greenlet) + receiver in the calling greenlet, until the
+        stream ends."""
+        if hasattr(link, "send_nowait"):
+            self._start_scheduled(link)  # type: ignore[arg-type]
+        else:
+            self._helper = gevent.spawn(self._send_loop, link)
         try:
             self.receive_loop(link)
         except gevent.GreenletExit:
-            sender.kill()
+            self._stop_sending()
             self.drain_on_stop(lambda: self.receive_loop(link))
             raise
         except Exception as exc:
             self.error = self.error or describe(exc)
         finally:
-            sender.kill()
+            self._stop_sending()
             self.closing = True
             link.close()
             self.finish()
+
+    def _stop_sending(self) -> None:
+        """No more sends: the scheduler drops this stream at its next due time, and the
+        sender / flush / drain greenlet, if any, is killed."""
+        self._stop.set()
+        helper = self._helper
+        if helper is not None:
+            self._helper = None
+            helper.kill()
+
+    # ---------------------------------------------------- paced on the scheduler
+    def _start_scheduled(self, link: NowaitLink) -> None:
+        """Register with the process's scheduler; message 0 is due now.
+
+        The scheduler calls :meth:`_fire` at each due time. Sending must not hold up the other
+        streams, so a send the transport cannot take at once is finished by a greenlet of this
+        stream (:meth:`_flush`), which gives the stream back to the scheduler afterwards; the
+        messages that fell due meanwhile then go at once, each stamped when it really leaves.
+        """
+        cfg = self.cfg
+        self._link = link
+        self._t0 = t0 = now_ns()
+        self._end = t0 + cfg.duration_ns if cfg.duration_ns else None
+        self._next_seq = 0
+        scheduler().add(t0, self._fire)
+
+    def _fire(self) -> int | None:
+        """Send the message that is due (called by the scheduler); the next due time, or None
+        when this stream leaves the scheduler (stopped, ended, broken or flushing)."""
+        if self._stop.is_set():
+            return None
+        cfg = self.cfg
+        seq = self._next_seq
+        due = self._t0 + seq * cfg.interval_ns
+        if self._end is not None and due >= self._end:
+            self._helper = gevent.spawn(self._end_sending, None)
+            return None
+        inflight = self.inflight
+        sent = now_ns()
+        if inflight._pending:
+            inflight.expire(sent)
+        inflight.add(seq, due, sent, self.nbytes)
+        self.sent += 1
+        self._next_seq = seq = seq + 1
+        try:
+            rest = self._link.send_nowait(seq - 1, due, sent)
+        except Exception as exc:
+            self._helper = gevent.spawn(self._end_sending, exc)
+            return None
+        if rest is not None:
+            self._helper = gevent.spawn(self._flush, rest)
+            return None
+        if cfg.max_messages is not None and seq >= cfg.max_messages:
+            self._helper = gevent.spawn(self._end_sending, None)
+            return None
+        return self._t0 + seq * cfg.interval_ns
+
+    def _flush(self, rest: memoryview) -> None:
+        """Finish a send the transport could not take at once, then rejoin the scheduler."""
+        try:
+            self._link.send_rest(rest)
+        except gevent.GreenletExit:
+            raise
+        except Exception as exc:
+            self._end_sending(exc)
+            return
+        cfg = self.cfg
+        if cfg.max_messages is not None and self._next_seq >= cfg.max_messages:
+            self._end_sending(None)
+        elif not self._stop.is_set():
+            self._helper = None
+            scheduler().add(self._t0 + self._next_seq * cfg.interval_ns, self._fire)
+
+    def _end_sending(self, exc: Exception | None) -> None:
+        """The schedule ended (``exc`` None: drain the replies) or a send failed; either way
+        close the link, which ends the receiver."""
+        if exc is None:
+            self.drain_after_send()
+        else:
+            self.error = self.error or describe(exc)
+        self.closing = True
+        self._link.close()
 
     def _send_loop(self, link: Link) -> None:
         try:
@@ -340,6 +447,17 @@ class Stream:
                 self.closing = True
                 link.close()
                 return
+
+
+def send_nowait(sock: socket.socket, buf: bytes | bytearray) -> memoryview | None:
+    """Hand ``buf`` to the kernel without waiting: None when it took everything, else the
+    unsent tail (the send buffer is full; the caller finishes it in a greenlet of its own)."""
+    try:
+        # gevent's send takes a timeout; 0 = raise instead of waiting for room.
+        n = sock.send(buf, 0, 0.0)  # type: ignore[call-arg]
+    except BlockingIOError:
+        n = 0
+    return None if n == len(buf) else memoryview(buf)[n:]
 
 
 def check_echo(data: bytes | bytearray, expect: bytearray) -> tuple[int, int, int, str | None]:

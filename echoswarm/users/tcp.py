@@ -22,7 +22,7 @@ import socket
 import locust  # noqa: F401  (gevent monkey-patching before any socket use)
 from locust import task
 
-from echoswarm.users._stream import ConnectionLost, check_echo
+from echoswarm.users._stream import ConnectionLost, check_echo, send_nowait
 from echoswarm.users._user import EchoUser
 from echoswarm.wire import FrameTemplate
 
@@ -65,6 +65,13 @@ class TcpLink:
         n = self.sock.send(buf)
         if n < len(buf):
             self.sock.sendall(memoryview(buf)[n:])
+
+    def send_nowait(self, seq: int, intended_ns: int, sent_ns: int) -> memoryview | None:
+        buf = self._template.stamp(seq, intended_ns, sent_ns)
+        return send_nowait(self.sock, buf)
+
+    def send_rest(self, rest: memoryview) -> None:
+        self.sock.sendall(rest)
 
     def recv(self) -> tuple[int, int, int, str | None]:
         view = self._view

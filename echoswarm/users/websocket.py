@@ -32,7 +32,7 @@ import websocket
 from locust import task
 
 from echoswarm.measure import Timer
-from echoswarm.users._stream import ConnectionLost, check_echo, describe
+from echoswarm.users._stream import ConnectionLost, check_echo, describe, send_nowait
 from echoswarm.users._user import EchoUser
 from echoswarm.wire import (
     FLAG_STATS_REQUEST,
@@ -179,6 +179,15 @@ class WsBinaryLink:
         n = self.sock.send(self._out)
         if n < len(self._out):
             self.sock.sendall(self._out_view[n:])
+
+    def send_nowait(self, seq: int, intended_ns: int, sent_ns: int) -> memoryview | None:
+        at = self._stamp_at
+        stamps = int.from_bytes(_STAMPS.pack(seq, intended_ns, sent_ns), "little")
+        self._out[at : at + 24] = (stamps ^ self._key24).to_bytes(24, "little")
+        return send_nowait(self.sock, self._out)  # (no restamp until the rest is sent)
+
+    def send_rest(self, rest: memoryview) -> None:
+        self.sock.sendall(rest)
 
     def recv(self) -> tuple[int, int, int, str | None]:
         pieces: list[bytes] = []
