@@ -27,6 +27,7 @@ from typing import NoReturn
 
 from bench import cost, fidelity, paced_capacity, profile
 from bench.harness import BenchError, build_c_client, last_cpu, servers
+from echoswarm.argtypes import positive_float, positive_int
 
 WHATS = ("all", "cost", "paced", "fidelity", "profile")
 
@@ -49,16 +50,6 @@ def int_list(text: str) -> list[int]:
     return values
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be a positive integer")
-    return value
-
-
 def transport_list(text: str) -> list[str]:
     values = [x.strip() for x in text.split(",") if x.strip()]
     bad = [v for v in values if v not in cost.TRANSPORTS]
@@ -67,16 +58,6 @@ def transport_list(text: str) -> list[str]:
             f"{text!r}: choose from {', '.join(cost.TRANSPORTS)} (comma-separated)"
         )
     return values
-
-
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be > 0")
-    return value
 
 
 def build_parser() -> Parser:

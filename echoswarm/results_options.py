@@ -2,34 +2,8 @@
 
 from __future__ import annotations
 
-import argparse
+from echoswarm.argtypes import float_between
+from echoswarm.argtypes import positive_int as positive_int
 
-
-def rate(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"{text} is outside 0..1")
-    return value
-
-
-def seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not 0.0 <= value < 3600.0:
-        raise argparse.ArgumentTypeError(f"{text} is outside 0..3600 s")
-    return value
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{value} must be > 0")
-    return value
+rate = float_between(0.0, 1.0)
+seconds = float_between(0.0, 3600.0, " s")

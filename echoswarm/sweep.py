@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
+from echoswarm.argtypes import positive_float, positive_int
 from echoswarm.measure import Timer
 from echoswarm.run import EXIT_OK, EXIT_RUN, EXIT_USAGE, LocalRun, RunConfig
 from echoswarm.scenario import ScenarioError, ServerSpec, read_servers
@@ -59,39 +60,6 @@ class SweepParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         raise UsageError(message)
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be >= 1")
-    return value
-
-
-def int_list(text: str) -> list[int]:
-    """``"50,150,1000"`` → ``[50, 150, 1000]`` (positive, no duplicates, order kept)."""
-    out: list[int] = []
-    for part in text.split(","):
-        try:
-            value = positive_int(part.strip())
-        except argparse.ArgumentTypeError as exc:
-            raise argparse.ArgumentTypeError(f"{exc} (in {text!r})") from None
-        if value not in out:
-            out.append(value)
-    return out
-
-
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{text} must be > 0")
-    return value
 
 
 def choice_list(text: str, allowed: Sequence[str], what: str) -> list[str]:

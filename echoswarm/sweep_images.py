@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from echoswarm import sweep_table as st
+from echoswarm.argtypes import positive_int
 from echoswarm.images import per_user
 from echoswarm.scenario import ServerSpec
 from echoswarm.sweep import (
@@ -27,7 +28,6 @@ from echoswarm.sweep import (
     UsageError,
     add_common_flags,
     choice_list,
-    positive_int,
 )
 
 FULL = {"images": 1000, "parallel": 50, "cell_time": 120.0}

@@ -23,6 +23,8 @@ import numpy as np
 import pandas as pd
 
 from echoswarm import sweep_table as st
+from echoswarm.argtypes import positive_int
+from echoswarm.argtypes import positive_int_list as int_list
 from echoswarm.scenario import ServerSpec
 from echoswarm.sweep import (
     Cell,
@@ -32,8 +34,6 @@ from echoswarm.sweep import (
     UsageError,
     add_common_flags,
     choice_list,
-    int_list,
-    positive_int,
 )
 from servers.tcp import MODELS
 

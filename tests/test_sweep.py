@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from echoswarm import sweep, sweep_tcp
+from echoswarm import argtypes, sweep, sweep_tcp
 from echoswarm.results import read_summary
 from tests import procs
 
@@ -115,7 +115,7 @@ def test_usage_error_from_the_command_line(tmp_path: Path) -> None:
 
 
 def test_lists_parse_and_keep_order() -> None:
-    assert sweep.int_list("1000, 50,150,50") == [1000, 50, 150]
+    assert argtypes.positive_int_list("1000, 50,150,50") == [1000, 50, 150]
     assert sweep.choice_list("epoll,select,epoll", ["select", "epoll"], "model") == [
         "epoll",
         "select",

@@ -29,6 +29,7 @@ import locust
 from locust import events
 from locust.exception import StopUser
 
+from echoswarm.argtypes import non_negative_float, positive_float
 from echoswarm.wire import HEADER_SIZE
 
 TRANSPORTS = ("grpc", "ws", "tcp")
@@ -52,23 +53,6 @@ def _int_at_least(text: str, low: int) -> int:
 
 def _non_negative_int(text: str) -> int:
     return _int_at_least(text, 0)
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"{text} must be >= 0")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = _non_negative_float(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError("must be > 0")
-    return value
 
 
 def parse_transports(text: str) -> dict[str, int]:
@@ -122,7 +106,7 @@ def add_arguments(parser: Any) -> None:
     )
     group.add_argument(
         "--interval-ms",
-        type=_non_negative_float,
+        type=non_negative_float,
         default=100.0,
         help="paced mode: one message per interval per stream (0 = as fast as possible)",
     )
@@ -141,13 +125,13 @@ def add_arguments(parser: Any) -> None:
     )
     group.add_argument(
         "--reply-timeout-s",
-        type=_positive_float,
+        type=positive_float,
         default=5.0,
         help="a reply later than this is a failure (timeout); also the connect timeout",
     )
     group.add_argument(
         "--stream-seconds",
-        type=_non_negative_float,
+        type=non_negative_float,
         default=0.0,
         help="length of one stream/session before it is closed and reopened (0 = until stop)",
     )
@@ -207,11 +191,11 @@ def _mode(text: str) -> str:
 # type only), so :func:`of` runs them through the same checks.
 _CHECKS: dict[str, Any] = {
     "frame_bytes": _frame_bytes,
-    "interval_ms": _non_negative_float,
+    "interval_ms": non_negative_float,
     "mode": _mode,
     "transports": _transports_arg,
-    "reply_timeout_s": _positive_float,
-    "stream_seconds": _non_negative_float,
+    "reply_timeout_s": positive_float,
+    "stream_seconds": non_negative_float,
     "stream_messages": _non_negative_int,
     "connections_per_user": _non_negative_int,
     "round_trips": lambda text: _int_at_least(text, 1),
