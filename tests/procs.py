@@ -178,3 +178,18 @@ def read_http_head(sock: socket.socket, timeout: float = 10.0) -> bytes:
             break
         data += chunk
     return data.split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n" if b"\r\n\r\n" in data else data
+
+
+def chromium_flags(profile_dir: Path) -> list[str]:
+    """Headless Chromium on a closed machine: no sandbox (root), no background networking."""
+    return [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile_dir}",
+    ]

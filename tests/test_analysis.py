@@ -144,17 +144,7 @@ def test_report_cli_and_html_renders_in_chromium(run_dir: Path, tmp_path: Path) 
     assert html.count('src="data:image/png;base64,') == 5
     md = (run_dir / "report.md").read_text()
     assert "| tcp | msg | 1,600 | 4 |" in md and "![Latency by percentile](spectrum.png)" in md
-    flags = [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={tmp_path / 'profile'}",
-    ]
+    flags = procs.chromium_flags(tmp_path / "profile")
     url = (run_dir / "report.html").resolve().as_uri()
     shot = tmp_path / "shot.png"
     dom = subprocess.run(

@@ -148,11 +148,7 @@ def test_a_browser_is_a_client_too(echo_server: procs.Proc, tmp_path) -> None:
     chromium = require_tool("chromium")
     page = tmp_path / "client.html"
     page.write_text(BROWSER_PAGE.replace("URL", url(echo_server)), encoding="utf-8")
-    flags = [
-        "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        f"--user-data-dir={tmp_path / 'profile'}", "--remote-debugging-port=0",
-    ]  # fmt: skip
+    flags = [*procs.chromium_flags(tmp_path / "profile"), "--remote-debugging-port=0"]
     browser = subprocess.Popen(
         [chromium, *flags, page.as_uri()],
         stdout=subprocess.DEVNULL,

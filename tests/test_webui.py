@@ -14,7 +14,7 @@ import pytest
 
 from echoswarm.supervise import free_port
 from tests.conftest import require_tool
-from tests.procs import PYTHON, ROOT, env
+from tests.procs import PYTHON, ROOT, chromium_flags, env
 
 
 def _get(url: str) -> bytes:
@@ -86,15 +86,7 @@ def test_hdr_tab_is_live_and_renders(tmp_path: Path) -> None:
         dom = subprocess.run(
             [
                 chromium,
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                f"--user-data-dir={tmp_path / 'chrome'}",
+                *chromium_flags(tmp_path / "chrome"),
                 "--virtual-time-budget=6000",
                 "--dump-dom",
                 f"{base}/?tab=echoswarm-hdr",
