@@ -331,15 +331,15 @@ class Stream:
             self._helper = gevent.spawn(self._end_sending, None)
             return None
         inflight = self.inflight
-        sent = now_ns()
-        if inflight._pending:
-            inflight.expire(sent)
-        inflight.add(seq, due, sent, self.nbytes)
-        self.sent += 1
-        self._next_seq = seq = seq + 1
         try:
+            if inflight._pending:
+                inflight.expire(now_ns())
+            sent = now_ns()  # stamped right before the bytes go to the transport
+            inflight.add(seq, due, sent, self.nbytes)
+            self.sent += 1
+            self._next_seq = seq = seq + 1
             rest = self._link.send_nowait(seq - 1, due, sent)
-        except Exception as exc:
+        except Exception as exc:  # the connection broke (or a sample sink failed)
             self._helper = gevent.spawn(self._end_sending, exc)
             return None
         if rest is not None:
