@@ -20,7 +20,7 @@ from echoswarm.run import EXIT_USAGE, LocalRun, RunConfig
 from echoswarm.scenario import ScenarioError, read_servers
 
 DEMO_LOCUSTFILE = Path("locustfiles/audio_stream.py")
-DEMO = {"workers": 2, "users": 240, "spawn_rate": 120.0, "time": "60s"}
+DEMO = {"workers": 2, "users": 240, "spawn_rate": 240.0, "time": "50s"}
 BUILTIN = {"workers": 2, "users": 10, "spawn_rate": 10.0, "time": "30s", "web_port": 8089}
 
 
