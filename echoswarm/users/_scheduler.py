@@ -18,6 +18,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import os
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -138,6 +139,17 @@ class PacedScheduler:
                 timer.close()
                 self._waiter = None
                 self._sleep_until = None
+
+
+def send_nowait(sock: socket.socket, buf: bytes | bytearray) -> memoryview | None:
+    """Hand ``buf`` to the kernel without waiting: None when it took everything, else the
+    unsent tail (the send buffer is full; the caller finishes it in a greenlet of its own)."""
+    try:
+        # gevent's send takes a timeout; 0 = raise instead of waiting for room.
+        n = sock.send(buf, 0, 0.0)  # type: ignore[call-arg]
+    except BlockingIOError:
+        n = 0
+    return None if n == len(buf) else memoryview(buf)[n:]
 
 
 _scheduler: PacedScheduler | None = None

@@ -4,10 +4,11 @@ One :class:`Stream` is one ordered sequence of echoed messages on one connection
 a WebSocket session, a gRPC bidi call). It owns an :class:`~echoswarm.measure.InFlight` and
 turns what the transport reports into samples:
 
-* **paced**: :meth:`Stream.ticks` runs in the sender greenlet and yields ``(seq, intended,
-  sent)`` when each message is due (``t0 + seq * interval``); the receiver (the user's own
-  greenlet) hands every reply to :meth:`Stream.on_reply`. Latency is reply − intended, so a
-  stalled server or a late sender shows up in every message scheduled during the stall.
+* **paced**: message *i* is due at ``t0 + i * interval``. Links that can send without blocking
+  (TCP, binary WS) are driven by the process's scheduler (:meth:`Stream._fire`); others by a
+  sender greenlet or gRPC's request iterator over :meth:`Stream.ticks`. The receiver (the
+  user's own greenlet) hands every reply to :meth:`Stream.on_reply`. Latency is reply −
+  intended, so a stalled server or a late sender shows up in every message due in the stall.
 * **pingpong**: the closed loop; TCP/WS run it in one greenlet (:meth:`Stream.run_pingpong`),
   gRPC through :meth:`Stream.ticks` gated on each reply.
 
@@ -447,17 +448,6 @@ class Stream:
                 self.closing = True
                 link.close()
                 return
-
-
-def send_nowait(sock: socket.socket, buf: bytes | bytearray) -> memoryview | None:
-    """Hand ``buf`` to the kernel without waiting: None when it took everything, else the
-    unsent tail (the send buffer is full; the caller finishes it in a greenlet of its own)."""
-    try:
-        # gevent's send takes a timeout; 0 = raise instead of waiting for room.
-        n = sock.send(buf, 0, 0.0)  # type: ignore[call-arg]
-    except BlockingIOError:
-        n = 0
-    return None if n == len(buf) else memoryview(buf)[n:]
 
 
 def check_echo(data: bytes | bytearray, expect: bytearray) -> tuple[int, int, int, str | None]:

@@ -22,7 +22,8 @@ import socket
 import locust  # noqa: F401  (gevent monkey-patching before any socket use)
 from locust import task
 
-from echoswarm.users._stream import ConnectionLost, check_echo, send_nowait
+from echoswarm.users._scheduler import send_nowait
+from echoswarm.users._stream import ConnectionLost, check_echo
 from echoswarm.users._user import EchoUser
 from echoswarm.wire import FrameTemplate
 

@@ -32,7 +32,8 @@ import websocket
 from locust import task
 
 from echoswarm.measure import Timer
-from echoswarm.users._stream import ConnectionLost, check_echo, describe, send_nowait
+from echoswarm.users._scheduler import send_nowait
+from echoswarm.users._stream import ConnectionLost, check_echo, describe
 from echoswarm.users._user import EchoUser
 from echoswarm.wire import (
     FLAG_STATS_REQUEST,
