@@ -4,6 +4,7 @@ listening ports behind."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,6 +16,10 @@ import pytest
 from tests import procs
 
 INPROC = Path(__file__).resolve().parent / "inproc"
+_GEVENT_IMPORT = re.compile(
+    r"^(?:import|from) (?:gevent|locust|echoswarm\.users|echoswarm\.collect|echoswarm\.webui)\b",
+    re.MULTILINE,
+)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -28,6 +33,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
     """tests/inproc runs in its own session (``--inproc``); the rest never share it."""
     inside = collection_path == INPROC or INPROC in collection_path.parents
+    if not inside and collection_path.name.startswith("test_") and collection_path.suffix == ".py":
+        if _GEVENT_IMPORT.search(collection_path.read_text(errors="replace")):
+            raise pytest.UsageError(
+                f"{collection_path.name} imports gevent/Locust into the pytest process: "
+                "move it to tests/inproc/ (run there by `pytest --inproc`)"
+            )
     if config.getoption("--inproc"):
         if collection_path.is_file() and collection_path.suffix == ".py" and not inside:
             return True
