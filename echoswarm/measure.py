@@ -216,10 +216,19 @@ class InFlight:
     def oldest(self) -> Pending | None:
         return next(iter(self._pending.values()), None)
 
-    def received(self, seq: int, received_ns: int, error: str | None = None) -> Sample | None:
+    def received(
+        self,
+        seq: int,
+        received_ns: int,
+        error: str | None = None,
+        echoed_intended_ns: int | None = None,
+        echoed_sent_ns: int | None = None,
+    ) -> Sample | None:
         """Settle ``seq`` with a reply that arrived at ``received_ns``.
 
         ``error`` is the transport's verdict on the content (e.g. "echo mismatch at byte 7").
+        ``echoed_intended_ns``/``echoed_sent_ns``, when the reply carries the stamps back, must
+        equal the ones recorded for that seq (checked here, in the same lookup).
         A reply for an unknown seq, or one that overtakes older outstanding messages, is a
         failure too: ordered transports must answer in order. Error texts carry no per-message
         numbers so Locust's failure table groups them (the seq is in the sample itself).
@@ -250,6 +259,12 @@ class InFlight:
             self.failed += 1
             self.sink(sample)
             return sample
+        if (
+            error is None
+            and echoed_intended_ns is not None
+            and (pending.intended_ns != echoed_intended_ns or pending.sent_ns != echoed_sent_ns)
+        ):
+            error = "echo mismatch in the header timestamps"
         if error is None and self._pending:
             first = next(iter(self._pending))
             if first < seq:

@@ -89,6 +89,15 @@ def test_content_error_is_a_failed_sample_with_the_message() -> None:
     assert f.failed == 1 and f.completed == 0
 
 
+def test_echoed_stamps_must_equal_the_ones_sent_for_that_seq() -> None:
+    f, out = make()
+    f.add(0, 1 * MS, 2 * MS, 10)
+    f.add(1, 3 * MS, 4 * MS, 10)
+    f.received(0, 5 * MS, None, 1 * MS, 2 * MS)
+    f.received(1, 6 * MS, None, 3 * MS, 9 * MS)
+    assert [s.error for s in out] == [None, "echo mismatch in the header timestamps"]
+
+
 def test_reply_overtaking_an_older_message_is_out_of_order() -> None:
     f, out = make()
     for i in range(3):

@@ -225,13 +225,7 @@ class Stream:
     ) -> None:
         """Settle one reply; the echoed stamps must equal the ones sent for that seq."""
         inflight = self.inflight
-        if error is None:
-            pending = inflight._pending.get(seq)
-            if pending is not None and (
-                pending.intended_ns != intended_ns or pending.sent_ns != sent_ns
-            ):
-                error = "echo mismatch in the header timestamps"
-        inflight.received(seq, received_ns, error)
+        inflight.received(seq, received_ns, error, intended_ns, sent_ns)
         if self.cfg.pingpong:
             self._replied.set()
         if self._draining and not inflight:
