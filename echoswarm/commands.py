@@ -56,11 +56,7 @@ def master_argv(
 ) -> list[str]:
     """A Locust master writing Locust's CSV/HTML and echoswarm's results into ``results_dir``."""
     argv = [
-        python,
-        "-m",
-        "locust",
-        "-f",
-        locustfile,
+        *_locust(python, locustfile),
         "--master",
         "--master-bind-host",
         bind_host,
@@ -99,11 +95,7 @@ def worker_argv(
 ) -> list[str]:
     """A Locust worker (optionally forking ``processes`` worker processes itself)."""
     argv = [
-        python,
-        "-m",
-        "locust",
-        "-f",
-        locustfile,
+        *_locust(python, locustfile),
         "--worker",
         "--master-host",
         master_host,
@@ -113,6 +105,11 @@ def worker_argv(
     if processes:
         argv += ["--processes", str(processes)]
     return argv + list(extra)
+
+
+def _locust(python: str, locustfile: str) -> list[str]:
+    """Locust from the same interpreter (so the venv's packages and our plugins load)."""
+    return [python, "-m", "locust", "-f", locustfile]
 
 
 def _num(x: float) -> str:

@@ -63,7 +63,6 @@ __all__ = [
     "read_intervals",
     "read_run",
     "read_summary",
-    "read_summary_rows",
 ]
 
 
@@ -300,9 +299,6 @@ def _typed_summary_row(raw: dict[str, str], path: Path, lineno: int) -> dict[str
         except ValueError:
             raise ResultsError(f"{path}: corrupt (line {lineno}: {key}={text!r})") from None
     return row
-
-
-read_summary_rows = read_summary
 
 
 def read_intervals(run_dir: Path | str, kind: str = "latency") -> hdr.IntervalLog:

@@ -29,6 +29,8 @@ from types import FrameType
 from typing import Any
 
 from echoswarm import commands, progress, slo
+from echoswarm import results as results_mod
+from echoswarm.measure import epoch_ns
 from echoswarm.scenario import ServerSpec, read_servers
 from echoswarm.supervise import Child, ChildError, Supervisor, free_port, wait_tcp
 
@@ -64,18 +66,15 @@ class _Interrupted(Exception):
     pass
 
 
-def default_results_dir(locustfile: Path) -> Path:
-    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-    return Path("results") / f"{stamp}-{locustfile.stem}"
-
-
 class LocalRun:
     """One local run; :meth:`execute` returns the process exit code."""
 
     def __init__(self, cfg: RunConfig, out: Any = sys.stdout) -> None:
         self.cfg = cfg
         self.out = out
-        self.results = cfg.results or default_results_dir(cfg.locustfile)
+        self.results = cfg.results or results_mod.default_run_dir(
+            str(cfg.locustfile), epoch_ns() / 1e9
+        )
         self.sup = Supervisor(self.results / "logs")
         self.signal_received: int | None = None
         self.events: list[dict[str, Any]] = []  # children that died, for run.json
@@ -314,8 +313,6 @@ class LocalRun:
 
 def judge(results: Path, slos: list[slo.SLO]) -> list[slo.Verdict]:
     """Evaluate SLOs on a results directory (summary.csv + merged HDR histograms)."""
-    from echoswarm import results as results_mod
-
     rows = {(r["request_type"], r["name"]): r for r in results_mod.read_summary(results)}
     hists = results_mod.load_histograms(results)
 
