@@ -26,7 +26,8 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from bench.harness import BUILD, ROOT, driver_argv
+from bench import cost
+from bench.harness import BUILD, ROOT
 
 # (area, pattern on a frame "function (file:line)"), first match from the leaf up wins.
 AREAS: list[tuple[str, re.Pattern[str]]] = [
@@ -85,21 +86,9 @@ def _short(frame: str) -> str:
 def profile_transport(
     transport: str, target: str, conns: int, messages: int, timeout_s: float = 120.0
 ) -> str:
-    argv = driver_argv(
-        "pingpong",
-        "--client",
-        "ours",
-        "--transport",
-        transport,
-        "--target",
-        target,
-        "--conns",
-        str(conns),
-        "--warmup",
-        str(max(500, 5 * conns)),
-        "--messages",
-        str(messages),
-    )
+    # The same driver command line as the cost table's "ours" row.
+    plan = cost.CostPlan(warmup=500, messages={transport: messages})
+    argv = cost.python_argv("ours", transport, target, conns, plan)
     BUILD.mkdir(exist_ok=True)
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if Path(spy).exists():

@@ -129,18 +129,7 @@ def test_audio_stream_end_to_end(tmp_path: Path, orchestrate: Orchestrate) -> No
         _argv(
             results,
             AUDIO,
-            "--workers",
-            "2",
-            "-u",
-            "20",
-            "-r",
-            "20",
-            "-t",
-            "10s",
-            "--slo",
-            "*:*msg:p99<2s",
-            "--slo",
-            "*:*:error_rate<1%",
+            *"--workers 2 -u 20 -r 20 -t 10s --slo *:*msg:p99<2s --slo *:*:error_rate<1%".split(),
         )
     )
     o.wait_for_file(results / "live.json")
@@ -176,18 +165,7 @@ def test_violated_slo_exits_1(tmp_path: Path, orchestrate: Orchestrate) -> None:
         _argv(
             results,
             AUDIO,
-            "--workers",
-            "1",
-            "-u",
-            "3",
-            "-t",
-            "4s",
-            "--no-report",
-            "--slo",
-            "*:*msg:p50<1us",
-            "--",
-            "--transports",
-            "tcp",
+            *"--workers 1 -u 3 -t 4s --no-report --slo *:*msg:p50<1us -- --transports tcp".split(),
         )
     )
     rc = o.wait(90)
@@ -203,20 +181,7 @@ def test_lost_worker_is_recorded_and_run_completes(
     results = tmp_path / "run"
     o = orchestrate(
         _argv(
-            results,
-            AUDIO,
-            "--workers",
-            "2",
-            "-u",
-            "6",
-            "-r",
-            "6",
-            "-t",
-            "12s",
-            "--no-report",
-            "--",
-            "--transports",
-            "tcp",
+            results, AUDIO, *"--workers 2 -u 6 -r 6 -t 12s --no-report -- --transports tcp".split()
         )
     )
     o.wait_for_file(results / "live.json")
@@ -269,20 +234,7 @@ def test_sigint_gives_partial_results_and_no_orphans(
 def test_dead_server_fails_the_run_fast(tmp_path: Path, orchestrate: Orchestrate) -> None:
     results = tmp_path / "run"
     o = orchestrate(
-        _argv(
-            results,
-            AUDIO,
-            "--workers",
-            "1",
-            "-u",
-            "3",
-            "-t",
-            "60s",
-            "--no-report",
-            "--",
-            "--transports",
-            "tcp",
-        )
+        _argv(results, AUDIO, *"--workers 1 -u 3 -t 60s --no-report -- --transports tcp".split())
     )
     o.wait_for_file(results / "live.json")
     server = o.child_matching("servers tcp")
