@@ -4,7 +4,6 @@ make sure nothing (processes, listening ports) outlives a test."""
 from __future__ import annotations
 
 import os
-import re
 import selectors
 import signal
 import socket
@@ -17,9 +16,10 @@ from pathlib import Path
 
 import psutil
 
+from echoswarm.supervise import LISTENING_RE
+
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
-LISTENING_RE = re.compile(r"^LISTENING (\w+) \[?([^\]\s]+?)\]?:(\d+)$")
 
 
 def env(**extra: str) -> dict[str, str]:

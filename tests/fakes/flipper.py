@@ -18,16 +18,13 @@ import sys
 from concurrent import futures
 from typing import Any
 
+from servers.common import announce
+
 
 def _flip(data: bytes, offset: int) -> bytes:
     if offset >= len(data):
         return data
     return data[:offset] + bytes([data[offset] ^ 0xFF]) + data[offset + 1 :]
-
-
-def _announce(kind: str, port: int) -> None:
-    sys.stdout.write(f"LISTENING {kind} 127.0.0.1:{port}\n")
-    sys.stdout.flush()
 
 
 async def _tcp(args: argparse.Namespace) -> None:
@@ -47,7 +44,7 @@ async def _tcp(args: argparse.Namespace) -> None:
             writer.close()
 
     server = await asyncio.start_server(handle, "127.0.0.1", args.port)
-    _announce("tcp", server.sockets[0].getsockname()[1])
+    announce("tcp", "127.0.0.1", server.sockets[0].getsockname()[1])
     await _until_signal()
     server.close()
 
@@ -73,7 +70,7 @@ async def _ws(args: argparse.Namespace) -> None:
 
     async with serve(handle, "127.0.0.1", args.port) as server:
         port = next(iter(server.sockets)).getsockname()[1]
-        _announce("ws", port)
+        announce("ws", "127.0.0.1", port)
         await _until_signal()
 
 
@@ -107,7 +104,7 @@ def _grpc(args: argparse.Namespace) -> None:
     echo_pb2_grpc.add_EchoServicer_to_server(Flipping(), server)
     port = server.add_insecure_port("127.0.0.1:0" if not args.port else f"127.0.0.1:{args.port}")
     server.start()
-    _announce("grpc", port)
+    announce("grpc", "127.0.0.1", port)
     done = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: done.set())
