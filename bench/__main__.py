@@ -1,7 +1,11 @@
-"""``python -m bench`` — the load-generator benchmarks (not tests): cost, paced capacity, fidelity.
+"""``python -m bench`` — the load-generator benchmarks (not tests): overhead, cost, paced
+capacity, fidelity.
 
-    python -m bench [all|cost|paced|fidelity|profile] [--quick] [options]
+    python -m bench [all|overhead|cost|paced|fidelity|profile] [--quick] [options]
 
+* ``overhead`` — our users beside a lean reference client per transport (plain ``grpc.aio``,
+  asyncio TCP, the ``websockets`` client), same server, streams and cadence, alternating:
+  p50/p99, the difference, CPU per message (``bench.overhead``; ``--streams 240 --seconds 15``);
 * ``cost`` — CPU time of the load-generating process per echoed message (ping-pong, 3200 B,
   1 and 100 connections) for our TCP, WebSocket and gRPC-bidi users, beside a C client compiled
   here with gcc and the naive Locust patterns, against the same servers in the same run
@@ -12,7 +16,8 @@
   (``bench.fidelity``);
 * ``profile`` — where the time goes in our users (py-spy; ``bench.profile``).
 
-``all`` (the default) runs cost, paced and fidelity: about 3 minutes; ``--quick`` about 20 s.
+``all`` (the default) runs overhead, cost, paced and fidelity: about 6 minutes; ``--quick``
+about 40 s.
 Servers are ``python -m servers KIND --port 0`` subprocesses, stopped on exit. Every
 measurement is a child process of its own; see ``bench/README.md`` for the method and results.
 """
@@ -25,11 +30,11 @@ import time
 from collections.abc import Sequence
 from typing import NoReturn
 
-from bench import cost, fidelity, paced_capacity, profile
+from bench import cost, fidelity, overhead, paced_capacity, profile
 from bench.harness import BenchError, build_c_client, last_cpu, servers
 from echoswarm.argtypes import positive_float, positive_int
 
-WHATS = ("all", "cost", "paced", "fidelity", "profile")
+WHATS = ("all", "overhead", "cost", "paced", "fidelity", "profile")
 
 
 class Parser(argparse.ArgumentParser):
@@ -84,6 +89,13 @@ def build_parser() -> Parser:
         help="paced: gc.freeze() after spawning and rare full collections (the GC experiment)",
     )
     p.add_argument("--fidelity-seconds", type=positive_float, default=None)
+    p.add_argument(
+        "--streams", type=positive_int, default=240, help="overhead: paced streams per client"
+    )
+    p.add_argument(
+        "--seconds", type=positive_float, default=None, help="overhead: measuring window (15 s)"
+    )
+    p.add_argument("--rounds", type=positive_int, default=2, help="overhead: alternating rounds")
     return p
 
 
@@ -138,6 +150,22 @@ def run(args: argparse.Namespace) -> int:
                 say(f"\n== profile: {transport}, {conns} connection(s), {messages} messages ==")
                 say(profile.profile_transport(transport, targets[transport], conns, messages))
         return 0
+    if what in ("all", "overhead"):
+        op = overhead.OverheadPlan(
+            transports=args.transports,
+            streams=args.streams,
+            seconds=args.seconds or (3.0 if args.quick else 15.0),
+            rounds=1 if args.quick else args.rounds,
+        )
+        if args.quick:
+            op.settle_s, op.tail_s = 0.3, 0.5
+        with servers(op.transports) as targets:
+            found = overhead.measure(op, targets, progress=note)
+        say(
+            f"\n== overhead: our users vs a lean reference client, {op.streams} paced streams "
+            "of 3200 B every 100 ms, one load process, same server =="
+        )
+        say(overhead.table(op, found))
     cost_results: dict[cost.Key, list[dict]] = {}
     if what in ("all", "cost", "fidelity"):
         binary, why = build_c_client()

@@ -39,10 +39,13 @@ from typing import Any
 
 import gevent
 import locust  # noqa: I001  (gevent monkey-patching before anything else)
+import psutil
 from gevent.event import Event
 from locust.argument_parser import get_parser
 from locust.env import Environment
 
+from bench.stats import summary
+from echoswarm.measure import now_ns
 from echoswarm.users import options
 
 TARGET_OPTION = {"tcp": "--tcp-target", "ws": "--ws-url", "grpc": "--grpc-target"}
@@ -299,6 +302,59 @@ def run_paced(args: argparse.Namespace) -> list[dict[str, Any]]:
     return out
 
 
+def tree_cpu_s() -> float:
+    """CPU seconds of this process and its children (our gRPC users' driver process)."""
+    me = psutil.Process()
+    total = sum(me.cpu_times()[:2])
+    for child in me.children(recursive=True):
+        try:
+            total += sum(child.cpu_times()[:2])
+        except psutil.Error:
+            pass
+    return total
+
+
+def run_overhead(args: argparse.Namespace) -> dict[str, Any]:
+    """N paced streams of our user for one transport, results plugin on (as in a real run):
+    the figures of every message intended inside the window, and the CPU of the process tree
+    (the Locust process and, for gRPC, its driver process) during it."""
+    extra = ["--mode", "paced", "--frame-bytes", str(args.frame_bytes)]
+    extra += ["--interval-ms", str(args.interval_ms)]
+    cls = ours_user(args.transport)
+    opts = locust_options({args.transport: args.target}, extra)
+    env = Environment(user_classes=[cls], events=locust.events, parsed_options=opts)
+    lat: list[int] = []
+    lags: list[int] = []
+    failures = [0]
+    bounds = [1 << 62, 1 << 62]
+
+    def on_request(name: str, sample: Any = None, **_kw: Any) -> None:
+        if sample is None or not name.endswith("msg"):
+            return
+        if bounds[0] <= sample.intended_ns < bounds[1]:
+            if sample.error is None:
+                lat.append(sample.latency_ns)
+                lags.append(sample.lag_ns)
+            else:
+                failures[0] += 1
+
+    spawned = Event()
+    env.events.request.add_listener(on_request)
+    env.events.spawning_complete.add_listener(lambda **_kw: spawned.set())
+    runner = make_runner(env, not args.no_plugins)
+    runner.start(args.streams, spawn_rate=args.spawn_rate)
+    if not spawned.wait(60):
+        return {"error": "spawning did not complete"}
+    gevent.sleep(args.settle_s)
+    t0 = now_ns()
+    bounds[:] = [t0, t0 + int(args.seconds * 1e9)]
+    c0 = tree_cpu_s()
+    gevent.sleep(args.seconds)
+    c1 = tree_cpu_s()
+    gevent.sleep(args.tail_s)  # replies of the window's last messages
+    return summary(lat, lags, failures[0], c1 - c0)
+
+
 def steps_arg(text: str) -> list[int]:
     try:
         steps = [int(x) for x in text.split(",") if x.strip()]
@@ -326,6 +382,15 @@ def build_parser() -> argparse.ArgumentParser:
     pp.add_argument("--messages", type=int, default=10_000)
     pp.add_argument("--timeout-s", type=float, default=60.0)
     pp.add_argument("--profile", default="", help="write cProfile stats of the window here")
+    ov = sub.add_parser("overhead")
+    ov.add_argument("--transport", choices=list(TARGET_OPTION), required=True)
+    ov.add_argument("--target", required=True)
+    ov.add_argument("--streams", type=int, default=240)
+    ov.add_argument("--seconds", type=float, default=15.0)
+    ov.add_argument("--settle-s", type=float, default=1.0)
+    ov.add_argument("--tail-s", type=float, default=2.0)
+    ov.add_argument("--spawn-rate", type=float, default=500.0)
+    ov.add_argument("--interval-ms", type=float, default=100.0)
     pa = sub.add_parser("paced")
     pa.add_argument("--steps", type=steps_arg, default=[100, 500, 1000])
     pa.add_argument("--seconds", type=float, default=3.0)
@@ -337,7 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
     pp.add_argument("--target", required=True)
     pa.add_argument("--transport", type=transports_arg, required=True, help="e.g. tcp,ws,grpc")
     pa.add_argument("--target", action="append", required=True, help="one per transport")
-    for p in (pp, pa):
+    for p in (pp, pa, ov):
         p.add_argument(
             "--no-plugins", action="store_true", help="skip Locust's init event (no results plugin)"
         )
@@ -352,6 +417,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.what == "pingpong":
             print(json.dumps(run_pingpong(args)), flush=True)
+        elif args.what == "overhead":
+            print(json.dumps(run_overhead(args)), flush=True)
         else:
             run_paced(args)
     finally:

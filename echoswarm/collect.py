@@ -1,6 +1,6 @@
 """The results plugin for Locust: HDR histograms and per-event records, merged on the master.
 
-Importing this module (``echoswarm.users.base`` does) registers listeners on Locust's global
+Importing this module (``echoswarm.users.sink`` does) registers listeners on Locust's global
 events. In each Locust process the ``init`` event creates one :class:`Collector`, whose role
 follows the runner:
 

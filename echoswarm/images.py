@@ -85,7 +85,7 @@ def check_reply(payload: bytes, image: Image) -> str | None:
 
 
 class ImageLink:
-    """A WebSocket session sending images (implements ``_stream.Link``); image = seq mod n."""
+    """A WebSocket session sending images (implements ``gevent_stream.Link``); image = seq mod n."""
 
     def __init__(self, ws: Any, images: Sequence[Image]) -> None:
         self.ws = ws
@@ -116,9 +116,6 @@ class ImageLink:
         if not header.is_stats_reply:
             return (*stamps, "not a STATS reply")
         return (*stamps, check_reply(bytes(payload), self.images[header.seq % len(self.images)]))
-
-    def set_timeout(self, seconds: float | None) -> None:
-        self.ws.settimeout(seconds)
 
     def close(self) -> None:
         # A close frame, without waiting for the server's: a stalled server must not hold us.

@@ -3,7 +3,7 @@
 This is the ONLY module that reads clocks. It knows nothing of Locust, gevent or sockets
 (sans-I/O, like python-websockets' protocol core): transports call it with what happened and it
 turns that into :class:`Sample` records handed to a *sink* (a plain callable). The Locust adapter
-(``echoswarm.users.base``) is one such sink; tests use a list's ``append``.
+(``echoswarm.users.sink``) is one such sink; tests use a list's ``append``.
 
 Timing rules (DESIGN.md, "Measurement rules"):
 

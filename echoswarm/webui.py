@@ -4,7 +4,7 @@ and the sender lag of paced streams, updating live with Locust's own stats polli
 Locust's React UI shows extra tabs declared in ``template_args["extended_tabs"]`` and fills their
 tables from ``extended_stats`` in the ``/stats/requests`` JSON it polls every 2 s; we add both.
 The same data is served as JSON at ``/echoswarm/hdr`` and as CSV at ``/echoswarm/hdr.csv``.
-Imported (and so registered) by :mod:`echoswarm.users.base`; inert without a web UI.
+Imported (and so registered) by :mod:`echoswarm.users.sink`; inert without a web UI.
 """
 
 from __future__ import annotations

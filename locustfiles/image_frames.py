@@ -42,7 +42,7 @@ from locust.runners import WorkerRunner
 import echoswarm.sweep_autostop  # noqa: F401  (the test ends when every user is done)
 from echoswarm.images import Image, ImageLink, image_pool, per_user
 from echoswarm.sweep import positive_int
-from echoswarm.users._stream import Stream, stream_config
+from echoswarm.users import Stream, stream_config
 from echoswarm.users.websocket import WebSocketUser
 
 # One stats server; the sweep runs each cell with ``--reply after`` or ``--reply before``.

@@ -23,7 +23,7 @@ def run_bench(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(150)
 def test_quick_run_prints_every_row() -> None:
     proc = run_bench(
         "--quick",
@@ -37,7 +37,11 @@ def test_quick_run_prints_every_row() -> None:
         "0.5",
         "--fidelity-seconds",
         "0.5",
-        timeout=80,
+        "--streams",
+        "4",
+        "--seconds",
+        "0.5",
+        timeout=140,
     )
     out = proc.stdout
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -52,6 +56,10 @@ def test_quick_run_prints_every_row() -> None:
     for transport in TRANSPORTS:
         # the known-delay row: messages, then latency p50 (its value is the benchmark's business)
         assert re.search(rf"^{transport}\s+\d+\s+\d+\.\d{{3}}\s", out, re.M), out
+    for transport in TRANSPORTS:  # the overhead table: ours and the reference, with figures
+        for client in ("ours", "reference"):
+            assert re.search(rf"^{transport}\s+{client}\s+\d+\.\d\d\s", out, re.M), out
+        assert re.search(rf"^{transport}\s+p50 [+-]", out, re.M), out
     assert "Traceback" not in proc.stderr
 
 

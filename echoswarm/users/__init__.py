@@ -1,4 +1,50 @@
-"""Abstract Locust users, one module per transport: ``grpc``, ``websocket``, ``tcp``.
+"""echoswarm's Locust users: the public API locustfiles import.
 
-Import a transport module from a locustfile (after ``import locust`` so gevent patches first).
+    import locust  # noqa: F401  (gevent monkey-patching first)
+    from echoswarm.users import GrpcUser, TcpUser, WebSocketUser
+
+    class Audio(TcpUser):
+        pattern = "stream"
+
+* :class:`GrpcUser` (``pattern`` unary | server_stream | client_stream | bidi), run by the
+  process's gRPC driver process (``grpc.aio``, no gevent);
+* :class:`WebSocketUser` (``pattern`` session | request; ``text``, ``stats``);
+* :class:`TcpUser` (``pattern`` stream | churn);
+* :class:`EchoUser`, their base, for scenarios that bring their own link (``open_link``), with
+  :class:`Stream` (the gevent stream driver) and :func:`stream_config`;
+* :class:`LocustSink` / :func:`next_user_id` for users that time their own operations.
+
+Importing this package registers echoswarm's Locust options, the results plugin, the web UI tab
+and the process tuning. Inside, one module per transport (``grpc``, ``websocket``, ``tcp``), the
+gevent driver over the gevent-free stream core (``gevent_stream``, ``scheduler``; the core is
+:mod:`echoswarm.streams`), the gRPC driver's client (``grpc_driver``), ``options``, ``sink``
+and ``tuning``.
 """
+
+import locust  # noqa: F401,I001  (gevent monkey-patching first)
+
+from echoswarm.streams.core import StreamConfig, stream_config
+from echoswarm.users import options
+from echoswarm.users.base import EchoUser
+from echoswarm.users.gevent_stream import Link, Stream
+from echoswarm.users.grpc import GrpcUser
+from echoswarm.users.sink import LocustSink, next_user_id
+from echoswarm.users.tcp import TcpLink, TcpUser
+from echoswarm.users.websocket import WebSocketUser, WsBinaryLink, WsLink
+
+__all__ = [
+    "EchoUser",
+    "GrpcUser",
+    "Link",
+    "LocustSink",
+    "Stream",
+    "StreamConfig",
+    "TcpLink",
+    "TcpUser",
+    "WebSocketUser",
+    "WsBinaryLink",
+    "WsLink",
+    "next_user_id",
+    "options",
+    "stream_config",
+]

@@ -19,12 +19,10 @@ serialized message (payload plus seq/timestamp fields, about 30 bytes) is about 
 from __future__ import annotations
 
 import argparse
-import gc
 import logging
 import sys
 from typing import Any
 
-import gevent
 import locust
 from locust import events
 from locust.exception import StopUser
@@ -263,21 +261,8 @@ def select_user_classes(user_classes: list[Any], transports: str) -> list[Any]:
     return kept
 
 
-@events.spawning_complete.add_listener
-def _on_spawning_complete(**_kw: Any) -> None:
-    # Once every user (and its connection) exists, move those long-lived objects out of the
-    # collector's view and make full collections rare: with 1,000 streams a gen-2 collection
-    # costs 30-60 ms of one core, i.e. hundreds of messages sent late (bench/README.md).
-    gc.freeze()
-    gc.set_threshold(700, 10, 1000)
-
-
 @events.init.add_listener
 def _on_init(environment: Any, **_kw: Any) -> None:
-    # Importing grpc & co. ran for a while without the gevent loop turning, so its cached
-    # "now" is stale; Locust arms the --run-time timer right after this event, and a stale
-    # clock makes the run end early by the import time (seen: -t 3s ending after 1.1 s).
-    gevent.get_hub().loop.update_now()
     parsed = getattr(environment, "parsed_options", None)
     transports = getattr(parsed, "transports", None)
     if not transports or not environment.user_classes:

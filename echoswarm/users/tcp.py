@@ -22,9 +22,10 @@ import socket
 import locust  # noqa: F401  (gevent monkey-patching before any socket use)
 from locust import task
 
-from echoswarm.users._scheduler import send_nowait
-from echoswarm.users._stream import ConnectionLost, check_echo
-from echoswarm.users._user import EchoUser
+from echoswarm.streams.core import check_echo
+from echoswarm.streams.failures import ConnectionLost
+from echoswarm.users.base import EchoUser
+from echoswarm.users.scheduler import send_nowait
 from echoswarm.wire import FrameTemplate
 
 
@@ -44,7 +45,7 @@ def parse_target(target: str, default_port: int) -> tuple[str, int]:
 
 
 class TcpLink:
-    """One framed echo connection (implements ``_stream.Link``)."""
+    """One framed echo connection (implements ``gevent_stream.Link``)."""
 
     __slots__ = ("sock", "nbytes", "_template", "_expect", "_buf", "_view", "_got")
 
@@ -90,9 +91,6 @@ class TcpLink:
             self._got = got
         self._got = 0
         return check_echo(self._buf, self._expect)
-
-    def set_timeout(self, seconds: float | None) -> None:
-        self.sock.settimeout(seconds)
 
     def close(self) -> None:
         try:

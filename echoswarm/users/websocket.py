@@ -32,9 +32,10 @@ import websocket
 from locust import task
 
 from echoswarm.measure import Timer
-from echoswarm.users._scheduler import send_nowait
-from echoswarm.users._stream import ConnectionLost, check_echo, describe
-from echoswarm.users._user import EchoUser
+from echoswarm.streams.core import check_echo
+from echoswarm.streams.failures import ConnectionLost, ws_describe
+from echoswarm.users.base import EchoUser
+from echoswarm.users.scheduler import send_nowait
 from echoswarm.wire import (
     FLAG_STATS_REQUEST,
     HEADER_SIZE,
@@ -51,23 +52,8 @@ _STAMPS = struct.Struct("<Qqq")  # seq, intended_send_ns, sent_ns at frame offse
 _TEXT_FILL = bytes(range(0x21, 0x7F))  # printable ASCII
 
 
-def ws_describe(exc: BaseException) -> str:
-    """Failure text for websocket-client's exceptions (stable, groupable)."""
-    if isinstance(exc, websocket.WebSocketBadStatusException):
-        return f"handshake rejected: HTTP {exc.status_code}"
-    if isinstance(exc, websocket.WebSocketTimeoutException):
-        return "timeout"
-    if isinstance(exc, websocket.WebSocketConnectionClosedException):
-        return "connection closed by peer"
-    if isinstance(exc, websocket.WebSocketAddressException):
-        return "cannot resolve host"
-    if isinstance(exc, websocket.WebSocketProtocolException):
-        return f"protocol error: {exc}"
-    return describe(exc)
-
-
 class WsLink:
-    """One WebSocket session as ``_stream.Stream`` drives it."""
+    """One WebSocket session as ``gevent_stream.Stream`` drives it."""
 
     def __init__(self, ws: Any, frame_bytes: int, *, text: bool, stats: bool) -> None:
         self.ws = ws
@@ -135,9 +121,6 @@ class WsLink:
             header.sent_ns,
             check_stats_json(bytes(payload), self._stats),
         )
-
-    def set_timeout(self, seconds: float | None) -> None:
-        self.ws.settimeout(seconds)
 
     def close(self) -> None:
         _close_session(self.ws)
@@ -251,9 +234,6 @@ class WsBinaryLink:
             if not got:
                 raise ConnectionLost("connection closed by peer")
             self._end += got
-
-    def set_timeout(self, seconds: float | None) -> None:
-        self.sock.settimeout(seconds)
 
     def close(self) -> None:
         _close_session(self.ws)

@@ -6,7 +6,9 @@ and gRPC's gevent mode never leak into the pytest process.
 
     python -m tests.fakes.local_run LOCUSTFILE -u USERS -t SECONDS [--classes A,B] -- OPTIONS
 
-Prints ``STARTED`` once all users are spawned, then one JSON object: ``samples`` (one list per
+Prints ``STARTED`` once all users are spawned and every echoswarm user has recorded its first
+``connect`` (ok or not: the gRPC ones connect through the driver process, which starts with
+Locust), then one JSON object: ``samples`` (one list per
 sample: type, name, latency_ns, error, seq, conn_id, lag_ns, start_ns, user_id, nbytes), Locust's
 ``stats`` (per row: count, failures) and ``errors`` (unhandled greenlet exceptions).
 """
@@ -79,6 +81,13 @@ def main(argv: list[str]) -> int:
     runner.start(args.u, spawn_rate=max(args.u, 1), wait=False)
     with gevent.Timeout(10, False):  # users that stop early must not hang the harness
         while runner.user_count < args.u:
+            gevent.sleep(0.01)
+        by_name = {c.__name__: c for c in classes}
+        ours = sum(  # users of echoswarm's transports (they record a connect row first)
+            n for name, n in runner.user_classes_count.items()
+            if getattr(by_name.get(name), "transport", "")
+        )  # fmt: skip
+        while sum(1 for s in samples if s[1].endswith("connect")) < ours:
             gevent.sleep(0.01)
     print("STARTED", flush=True)
     gaps: list[tuple[float, float]] = []

@@ -1,102 +1,20 @@
-"""The paced-send scheduler: the sans-I/O timetable (ordering, exact per-stream schedules) and
-paced streams sharing it over real socket pairs (a blocked stream does not hold up others)."""
+"""The gevent paced-send scheduler: paced streams sharing it over real socket pairs (exact
+schedules, a blocked stream does not hold up others, sub-millisecond wake-ups). The timetable
+itself is tested without gevent in tests/test_stream_core.py."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import gevent
 import pytest
 from gevent import socket as gsocket
 
 from echoswarm.measure import Sample, now_ns
-from echoswarm.users._scheduler import Timetable, scheduler
-from echoswarm.users._stream import Stream, StreamConfig
+from echoswarm.streams.core import StreamConfig
+from echoswarm.users.gevent_stream import Stream
+from echoswarm.users.scheduler import scheduler
 from echoswarm.users.tcp import TcpLink
-
-
-class Clock:
-    """A hand-driven clock for the timetable."""
-
-    def __init__(self, t: int = 1_000) -> None:
-        self.t = t
-
-    def __call__(self) -> int:
-        return self.t
-
-
-def test_timetable_runs_due_entries_in_due_order_ties_first_come() -> None:
-    clock = Clock(100)
-    table = Timetable(clock)
-    calls: list[str] = []
-
-    def once(name: str) -> Callable[[], None]:
-        def fire() -> None:
-            calls.append(name)
-
-        return fire
-
-    for due, name in [(150, "c"), (90, "a"), (120, "b1"), (120, "b2"), (100, "a2"), (300, "d")]:
-        table.add(due, once(name))
-    assert table.run_due() == 120  # only what is due by 100, then the next due time
-    assert calls == ["a", "a2"]
-    clock.t = 200
-    assert table.run_due() == 300
-    assert calls == ["a", "a2", "b1", "b2", "c"]
-    clock.t = 300
-    assert table.run_due() is None and len(table) == 0
-    assert calls[-1] == "d"
-
-
-def test_timetable_keeps_each_stream_on_its_exact_schedule_whatever_the_wakeups() -> None:
-    clock = Clock(0)
-    table = Timetable(clock)
-    seen: dict[str, list[tuple[int, int]]] = {"a": [], "b": []}
-
-    def stream(name: str, t0: int, interval: int, count: int) -> None:
-        seq = [0]
-
-        def fire() -> int | None:
-            due = t0 + seq[0] * interval
-            seen[name].append((due, clock.t))
-            seq[0] += 1
-            return t0 + seq[0] * interval if seq[0] < count else None
-
-        table.add(t0, fire)
-
-    stream("a", 0, 100, 20)
-    stream("b", 37, 70, 25)
-    # Irregular, sometimes very late wake-ups (a stalled loop): the due times never drift.
-    for t in [0, 5, 99, 250, 251, 900, 901, 1_500, 1_501, 1_502, 5_000]:
-        clock.t = t
-        table.run_due()
-    assert [d for d, _ in seen["a"]] == [i * 100 for i in range(20)]
-    assert [d for d, _ in seen["b"]] == [37 + i * 70 for i in range(25)]
-    for calls in seen.values():
-        assert all(at >= due for due, at in calls)  # never before its due time
-
-
-def test_timetable_rereads_the_clock_and_drops_a_failing_entry() -> None:
-    clock = Clock(0)
-    table = Timetable(clock)
-    order: list[str] = []
-
-    def slow() -> None:
-        order.append("slow")
-        clock.t += 50  # this call took 50 ns: "late" fell due meanwhile
-
-    def late() -> None:
-        order.append("late")
-
-    def broken() -> int:
-        order.append("broken")
-        raise RuntimeError("bug")
-
-    table.add(0, broken)
-    table.add(0, slow)
-    table.add(40, late)
-    assert table.run_due() is None
-    assert order == ["broken", "slow", "late"]
 
 
 # ------------------------------------------------------------- streams on the scheduler

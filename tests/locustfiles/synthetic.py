@@ -14,7 +14,7 @@ import gevent
 from locust import User, constant, task
 
 from echoswarm.measure import InFlight, Schedule, Timer, next_conn_id, now_ns
-from echoswarm.users.base import LocustSink, next_user_id
+from echoswarm.users.sink import LocustSink, next_user_id
 
 INTERVAL_NS = 5_000_000
 

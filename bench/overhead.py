@@ -1,0 +1,138 @@
+"""``python -m bench overhead``: what our users add to every latency they report.
+
+For each transport, our user (a real Locust ``LocalRunner`` with the results plugin, as in a
+run; ``bench.driver overhead``) and a lean reference client (``bench.reference``: the
+transport's own asyncio library, no Locust, no gevent) take turns against the same server —
+``python -m servers KIND``, started once per transport — with the same streams and cadence
+(3200 B every 100 ms per stream, starts spread over one interval). Rounds alternate ours and
+the reference, so drift on a shared machine hits both alike; each figure is the median over
+rounds. Latency is reply − intended send for both, nearest-rank percentiles over every message
+intended inside the window.
+
+Targets (issue "gRPC measured truthfully"), at 240 streams in one load process:
+ours p50 ≤ reference p50 + 0.3 ms, ours p99 ≤ 1.5 × reference p99, and for gRPC our CPU per
+message (the Locust process plus its gRPC driver process) ≤ the reference's.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from bench.harness import driver_argv, run_json
+
+TRANSPORTS = ("grpc", "ws", "tcp")
+P50_SLACK_MS = 0.3
+P99_RATIO = 1.5
+
+
+@dataclass
+class OverheadPlan:
+    transports: Sequence[str] = TRANSPORTS
+    streams: int = 240
+    seconds: float = 15.0
+    rounds: int = 2
+    settle_s: float = 1.0
+    tail_s: float = 2.0  # after the window: replies of its last messages
+
+    def timeout_s(self) -> float:
+        return self.settle_s + self.seconds + self.tail_s + 60 + self.streams / 100
+
+
+def _argv(client: str, transport: str, target: str, plan: OverheadPlan) -> list[str]:
+    common = ["--transport", transport, "--target", target, "--streams", str(plan.streams)]
+    common += ["--seconds", str(plan.seconds), "--settle-s", str(plan.settle_s)]
+    common += ["--tail-s", str(plan.tail_s)]
+    if client == "ours":
+        return driver_argv("overhead", *common)
+    return [sys.executable, "-m", "bench.reference", *common]
+
+
+def measure(
+    plan: OverheadPlan,
+    targets: dict[str, str],
+    progress: Callable[[str], None] = lambda _: None,
+) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """{transport: {"ours": [round...], "reference": [round...]}}, alternating per round."""
+    out: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for transport in plan.transports:
+        runs: dict[str, list[dict[str, Any]]] = {"ours": [], "reference": []}
+        for r in range(plan.rounds):
+            order = ("ours", "reference") if r % 2 == 0 else ("reference", "ours")
+            for client in order:
+                progress(f"overhead: {transport} {client}, round {r + 1}/{plan.rounds}")
+                argv = _argv(client, transport, targets[transport], plan)
+                runs[client].append(run_json(argv, plan.timeout_s()))
+        out[transport] = runs
+    return out
+
+
+def _median(runs: list[dict[str, Any]], key: str) -> float:
+    values = [float(r[key]) for r in runs if key in r and "error" not in r]
+    return statistics.median(values) if values else float("nan")
+
+
+def verdicts(runs: dict[str, list[dict[str, Any]]], transport: str) -> dict[str, Any]:
+    ours, ref = runs["ours"], runs["reference"]
+    o50, r50 = _median(ours, "p50_ms"), _median(ref, "p50_ms")
+    o99, r99 = _median(ours, "p99_ms"), _median(ref, "p99_ms")
+    ocpu, rcpu = _median(ours, "cpu_us_per_msg"), _median(ref, "cpu_us_per_msg")
+    row: dict[str, Any] = {
+        "transport": transport,
+        "ours_p50_ms": o50,
+        "ref_p50_ms": r50,
+        "ours_p99_ms": o99,
+        "ref_p99_ms": r99,
+        "ours_lag_p50_ms": _median(ours, "lag_p50_ms"),
+        "ours_lag_p99_ms": _median(ours, "lag_p99_ms"),
+        "ours_cpu_us": ocpu,
+        "ref_cpu_us": rcpu,
+        "failures": sum(int(r.get("failures", 0)) for r in ours + ref),
+        "p50_ok": o50 <= r50 + P50_SLACK_MS,
+        "p99_ok": o99 <= P99_RATIO * r99,
+        "cpu_ok": ocpu <= rcpu if transport == "grpc" else None,
+        "errors": [r["error"] for r in ours + ref if "error" in r],
+    }
+    return row
+
+
+def table(plan: OverheadPlan, results: dict[str, dict[str, list[dict[str, Any]]]]) -> str:
+    head = (
+        f"{'transport':9} {'client':10} {'p50 ms':>8} {'p99 ms':>8} {'lag p50':>8} "
+        f"{'lag p99':>8} {'CPU us/msg':>10} {'msgs':>7} {'fail':>5}"
+    )
+    lines = [head, "-" * len(head)]
+    summary = []
+    for transport, runs in results.items():
+        for client in ("ours", "reference"):
+            rs = runs[client]
+            msgs = int(_median(rs, "messages")) if rs else 0
+            lines.append(
+                f"{transport:9} {client:10} {_median(rs, 'p50_ms'):8.2f} "
+                f"{_median(rs, 'p99_ms'):8.2f} {_median(rs, 'lag_p50_ms'):8.3f} "
+                f"{_median(rs, 'lag_p99_ms'):8.3f} {_median(rs, 'cpu_us_per_msg'):10.1f} "
+                f"{msgs:7d} {sum(int(r.get('failures', 0)) for r in rs):5d}"
+            )
+        v = verdicts(runs, transport)
+        cpu = "" if v["cpu_ok"] is None else f"; CPU/msg {_ok(v['cpu_ok'])} (target <= ref)"
+        summary.append(
+            f"{transport:9} p50 +{v['ours_p50_ms'] - v['ref_p50_ms']:.2f} ms "
+            f"{_ok(v['p50_ok'])} (target <= +{P50_SLACK_MS} ms); "
+            f"p99 x{v['ours_p99_ms'] / v['ref_p99_ms']:.2f} {_ok(v['p99_ok'])} "
+            f"(target <= x{P99_RATIO}){cpu}"
+        )
+        for e in v["errors"]:
+            summary.append(f"{'':9} error: {e}")
+    lines.append("")
+    lines.append(
+        f"ours - reference, {plan.streams} streams, {plan.seconds:g} s windows, "
+        f"median of {plan.rounds} alternating rounds:"
+    )
+    return "\n".join(lines + summary)
+
+
+def _ok(flag: bool) -> str:
+    return "met" if flag else "MISSED"
