@@ -169,6 +169,7 @@ def percentiles_ms(h: HdrHistogram, pcts: Iterable[float] = PERCENTILES) -> dict
     """
     pcts = list(pcts)
     if h.get_total_count() == 0:
+        _index_values(h.counts_len)  # built (~35 ms) here too, so callers can warm it up early
         for p in pcts:
             target_count(p, 0)  # same validation as for a filled histogram
         return {p: float("nan") for p in pcts}
