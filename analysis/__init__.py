@@ -6,6 +6,7 @@ Notebook use::
     run = analysis.load("results/20260101T000000Z-audio_stream")
     run.summary, run.timeline, run.histograms, run.events, run.run
     analysis.summary_table(run); analysis.jitter_table(run); analysis.connect_table(run)
+    analysis.instrument_table(run)          # sender lag and bench overhead per transport
     analysis.plots.spectrum(run)            # a matplotlib Figure
     analysis.compare(run_a, run_b)          # side-by-side DataFrame
 
@@ -18,14 +19,22 @@ from analysis import plots
 from analysis.compare import compare
 from analysis.load import Run, load
 from analysis.report import write_report
-from analysis.summaries import connect_table, jitter_table, lag_table, summary_table
-from echoswarm.results import ResultsError
+from analysis.summaries import (
+    connect_table,
+    instrument_table,
+    jitter_table,
+    lag_table,
+    summary_table,
+)
+from echoswarm.results import ResultsError, ResultsWarning
 
 __all__ = [
     "ResultsError",
+    "ResultsWarning",
     "Run",
     "compare",
     "connect_table",
+    "instrument_table",
     "jitter_table",
     "lag_table",
     "load",

@@ -7,7 +7,10 @@ compare — prints both runs side by side (throughput and p50/p99/p99.9, A, B an
           mean, p50 … max), and writes the combined percentile plot (--plot, default
           <dir-b>/compare.png). --fail-on-regression makes a regression exit 1.
 
-Exit codes: 0 ok, 1 a regression with --fail-on-regression, 2 usage error or unreadable results.
+Exit codes: 0 ok, 1 a regression with --fail-on-regression, 2 usage error or unreadable results
+(including a summary.csv that is not the one the run wrote: cut short or altered; see
+echoswarm.results). What cannot be checked — a results directory from before run.json recorded
+the summary's row count and checksum — is read, with one warning line on stderr.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import NoReturn
 
@@ -68,12 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from analysis import ResultsError
+    from analysis import ResultsError, ResultsWarning
 
     try:
-        if args.command == "report":
-            return _report(args)
-        return _compare(args)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ResultsWarning)
+            code = _report(args) if args.command == "report" else _compare(args)
     except ResultsError as exc:
         print(f"python -m analysis {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -83,6 +87,9 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         print(f"python -m analysis {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    for w in caught:  # what could not be checked: one line each, after the output
+        print(f"python -m analysis {args.command}: warning: {w.message}", file=sys.stderr)
+    return code
 
 
 def _report(args: argparse.Namespace) -> int:

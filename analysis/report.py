@@ -16,8 +16,11 @@ from matplotlib.figure import Figure
 from analysis import plots
 from analysis.load import Run
 from analysis.summaries import (
+    cell,
     connect_table,
     format_table,
+    instrument_overhead,
+    instrument_table,
     jitter_table,
     lag_table,
     markdown_table,
@@ -73,9 +76,41 @@ def facts(run: Run) -> list[tuple[str, str]]:
             f"{r.get('events_sample_rate', '?')}"
             + (" (thinned under load: see run.json)" if r.get("events_thinned") else ""),
         ),
+        ("summary.csv", _summary_check(r)),
         ("Git commit", str(r.get("git_commit") or "?")),
     ]
     return out
+
+
+def _summary_check(r: dict[str, Any]) -> str:
+    check = r.get("summary_csv")
+    if not isinstance(check, dict):
+        return "not checked (run.json from before its row count and checksum were recorded)"
+    return f"{check.get('rows')} rows, matches the row count and sha256 recorded in run.json"
+
+
+Section = tuple[str, pd.DataFrame, list[str]]  # title, table, lines after it
+
+
+def instrument_section(run: Run) -> Section | None:
+    """The instrument's own cost, per transport, beside the results (None when the run has
+    neither sender lag nor run.json ``instrument_overhead``)."""
+    table = instrument_table(run)
+    if table.empty:
+        return None
+    lag = table[table["lag_count"] > 0].iloc[:, :4].reset_index(drop=True)
+    lines = []
+    if not lag.empty:
+        lines.append(
+            "Sender lag: how late this run's load generator sent scheduled messages (merged lag "
+            "histograms; latency is still timed from the intended send time)."
+        )
+    for transport, o in sorted(instrument_overhead(run).items()):
+        lines.append(
+            f"{transport}: instrument overhead p50 {cell(o['p50_ms'])} ms, "
+            f"p99 {cell(o['p99_ms'])} ms" + (f" — measured by {o['source']}" if o["source"] else "")
+        )
+    return ("Instrument", lag, lines)
 
 
 def _num(v: Any, unit: str) -> str:
@@ -93,11 +128,13 @@ def figures(run: Run) -> list[tuple[str, str, Figure]]:
 def write_report(run: Run) -> Report:
     """Write report.md, report.html and the PNGs into the run directory."""
     table = summary_table(run)
-    sections = [
-        ("Summary", table),
-        ("Connect times", connect_table(run)),
-        ("Jitter of paced streams", jitter_table(run)),
-        ("Sender lag of scheduled messages", lag_table(run)),
+    instrument = instrument_section(run)
+    sections: list[Section] = [
+        ("Summary", table, []),
+        *([instrument] if instrument else []),
+        ("Connect times", connect_table(run), []),
+        ("Jitter of paced streams", jitter_table(run), []),
+        ("Sender lag of scheduled messages", lag_table(run), []),
     ]
     rendered = [(key, title, plots.png_bytes(fig)) for key, title, fig in figures(run)]
     pngs = []
@@ -108,8 +145,10 @@ def write_report(run: Run) -> Report:
     title = f"echoswarm report — {run.name}"
     md = [f"# {title}", ""]
     md += [f"- **{k}**: {v}" for k, v in facts(run)]
-    for name, df in sections:
-        md += ["", f"## {name}", "", markdown_table(df)]
+    for name, df, lines in sections:
+        md += ["", f"## {name}"]
+        md += ["", markdown_table(df)] if not (df.empty and lines) else []
+        md += ["", *(f"- {line}" for line in lines)] if lines else []
     md += ["", "## Plots", ""]
     md += [f"![{t}]({k}.png)" for k, t, _ in rendered]
     md += ["", _NOTE]
@@ -122,8 +161,9 @@ def write_report(run: Run) -> Report:
 
 _NOTE = (
     "Percentiles come from HDR histograms (3 significant digits, 1 µs … 60 s) merged across "
-    "workers; they cover successful samples, failures are counted separately. Scheduled "
-    "messages are timed from their intended send time (no coordinated omission)."
+    "workers, by nearest rank: at least p % of the samples are at or below the pNN figure. They "
+    "cover successful samples, failures are counted separately. Scheduled messages are timed "
+    "from their intended send time (no coordinated omission)."
 )
 
 _CSS = """
@@ -136,8 +176,6 @@ img{max-width:100%;border:1px solid #eee;margin-bottom:1.5em}
 
 
 def _html_table(df: pd.DataFrame) -> str:
-    from analysis.summaries import cell
-
     if df.empty:
         return "<p><em>(no rows)</em></p>"
     numeric = [pd.api.types.is_numeric_dtype(df[c]) for c in df.columns]
@@ -162,7 +200,7 @@ def _html_table(df: pd.DataFrame) -> str:
 def _html(
     title: str,
     info: list[tuple[str, str]],
-    sections: list[tuple[str, pd.DataFrame]],
+    sections: list[Section],
     rendered: list[tuple[str, str, bytes]],
 ) -> str:
     parts = [
@@ -171,8 +209,11 @@ def _html(
     ]
     parts += [f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>" for k, v in info]
     parts.append("</dl>")
-    for name, df in sections:
-        parts.append(f"<h2>{html.escape(name)}</h2>{_html_table(df)}")
+    for name, df, lines in sections:
+        parts.append(f"<h2>{html.escape(name)}</h2>")
+        parts.append(_html_table(df) if not (df.empty and lines) else "")
+        if lines:
+            parts.append("<ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in lines) + "</ul>")
     parts.append("<h2>Plots</h2>")
     for key, t, png in rendered:
         data = base64.b64encode(png).decode("ascii")

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.load import Run
+from echoswarm import hdr
 from echoswarm.results import SUMMARY_COLUMNS
 
 # the contract's columns, with the error rate beside the failures
@@ -94,6 +95,70 @@ def lag_table(run: Run) -> pd.DataFrame:
     cols = ["request_type", "name", "lag_count", "lag_p50_ms", "lag_p99_ms", "lag_max_ms"]
     df = run.summary.reindex(columns=cols)
     return df[df["lag_count"].fillna(0) > 0].reset_index(drop=True)
+
+
+def instrument_table(run: Run) -> pd.DataFrame:
+    """The instrument's own cost beside the result, per transport (request_type).
+
+    ``sender_lag_*``: how late this run's load generator sent scheduled messages, from the
+    merged lag histograms of all the transport's rows (the per-row figures are summary.csv's
+    ``lag_p50_ms``/``lag_p99_ms``). ``overhead_*``: from run.json's ``instrument_overhead``
+    (``{transport: {"p50_ms", "p99_ms", "source"}}``, measured outside the run by
+    ``python -m bench overhead``), when present. Transports with neither are left out.
+    """
+    columns = [
+        "transport",
+        "lag_count",
+        "sender_lag_p50_ms",
+        "sender_lag_p99_ms",
+        "overhead_p50_ms",
+        "overhead_p99_ms",
+        "overhead_source",
+    ]
+    merged: dict[str, Any] = {}
+    for (rt, _name), h in sorted(run.lag.items()):
+        if h.get_total_count():
+            total = merged.setdefault(rt, hdr.new_histogram())
+            total.add(h)
+    overhead = instrument_overhead(run)
+    out = []
+    for transport in sorted(set(merged) | set(overhead)):
+        lag = merged.get(transport)
+        p = hdr.percentiles_ms(lag, (50.0, 99.0)) if lag is not None else {}
+        o = overhead.get(transport, {})
+        out.append(
+            {
+                "transport": transport,
+                "lag_count": lag.get_total_count() if lag is not None else 0,
+                "sender_lag_p50_ms": p.get(50.0, math.nan),
+                "sender_lag_p99_ms": p.get(99.0, math.nan),
+                "overhead_p50_ms": o.get("p50_ms", math.nan),
+                "overhead_p99_ms": o.get("p99_ms", math.nan),
+                "overhead_source": o.get("source", ""),
+            }
+        )
+    return pd.DataFrame(out, columns=columns)
+
+
+def instrument_overhead(run: Run) -> dict[str, dict[str, Any]]:
+    """run.json's ``instrument_overhead``, with malformed entries left out."""
+    raw = run.run.get("instrument_overhead")
+    if not isinstance(raw, dict):
+        return {}
+    out = {}
+    for transport, entry in raw.items():
+        if not isinstance(entry, dict):
+            continue
+        figures = {k: _float(entry.get(k)) for k in ("p50_ms", "p99_ms")}
+        out[str(transport)] = {**figures, "source": str(entry.get("source") or "")}
+    return out
+
+
+def _float(v: Any) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return math.nan
 
 
 def totals(run: Run) -> dict[str, Any]:

@@ -18,6 +18,7 @@ import math
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import TextIO
 from urllib.parse import quote, unquote
@@ -128,25 +129,59 @@ def counts(h: HdrHistogram) -> np.ndarray:
     return np.ctypeslib.as_array(h.counts)[: h.counts_len]
 
 
-def percentiles_ms(h: HdrHistogram, pcts: Iterable[float] = PERCENTILES) -> dict[float, float]:
-    """Percentile → milliseconds (NaN for an empty histogram).
+def target_count(p: float, total: int) -> int:
+    """How many of ``total`` samples the p-th percentile must cover: ``ceil(p·total/100)``, at
+    least 1 (the nearest-rank definition).
 
-    Same definition as ``HdrHistogram.get_value_at_percentile`` (the highest value equivalent
-    to the bucket holding the target count), vectorized: the library walks every bucket in
-    Python, which costs milliseconds per call — too slow to run every few seconds per row.
+    The value reported for p is then one that at least p % of the samples do not exceed.
+    HdrHistogram's own ``get_value_at_percentile`` rounds the target instead
+    (``int(p·total/100 + 0.5)``), so on a sparse tail its p99 can cover fewer than 99 % of the
+    samples (960 samples with 10 slow ones: its p99 is the fast body, nearest rank's the first
+    slow one). ``p`` is taken as written (``99.9`` exactly, via its shortest repr), so float
+    error cannot push the target up one (``33.3 × 100000 / 100`` is 33299.99… in floats).
     """
-    pcts = list(pcts)
-    total = h.get_total_count()
-    if total == 0:
-        return {p: float("nan") for p in pcts}
+    if not 0.0 <= p <= 100.0:  # also refuses NaN
+        raise ValueError(f"percentile {p!r} is outside 0..100")
+    return max(1, math.ceil(Fraction(repr(float(p))) * total / 100))
+
+
+def _values_us(h: HdrHistogram, pcts: list[float]) -> list[float]:
     low, high, _mid = _index_values(h.counts_len)
     cum = np.cumsum(counts(h))
-    out = {}
+    total = int(cum[-1])
+    out = []
     for p in pcts:
-        target = max(int(min(p, 100.0) * total / 100 + 0.5), 1)
-        i = min(int(np.searchsorted(cum, target)), len(cum) - 1)
-        out[p] = float(high[i] if p else low[i]) / 1000.0
+        i = int(np.searchsorted(cum, target_count(p, total)))  # first bucket reaching the target
+        out.append(float(high[i] if p else low[i]))
     return out
+
+
+def percentiles_ms(h: HdrHistogram, pcts: Iterable[float] = PERCENTILES) -> dict[float, float]:
+    """Percentile → milliseconds (NaN for an empty histogram), by nearest rank.
+
+    The value is the highest value equivalent to the bucket holding the
+    :func:`target_count`-th smallest sample (for p = 0: the lowest value of the first bucket,
+    i.e. the minimum), so p100 is the maximum and, within the histogram's 3-significant-digit
+    buckets, at least p % of the samples are at or below the value. Vectorized: the library
+    walks every bucket in Python, which costs milliseconds per call — too slow to run every few
+    seconds per row. Every percentile echoswarm reports (summary.csv, the live table, SLOs, the
+    report, compare) goes through here or :func:`value_at_percentile_ms`.
+    """
+    pcts = list(pcts)
+    if h.get_total_count() == 0:
+        _index_values(h.counts_len)  # built (~35 ms) here too, so callers can warm it up early
+        for p in pcts:
+            target_count(p, 0)  # same validation as for a filled histogram
+        return {p: float("nan") for p in pcts}
+    return {p: v / 1000.0 for p, v in zip(pcts, _values_us(h, pcts), strict=True)}
+
+
+def value_at_percentile_ms(h: HdrHistogram, p: float) -> float:
+    """One percentile in milliseconds (NaN when empty); see :func:`percentiles_ms`.
+
+    Use this instead of ``h.get_value_at_percentile(p)``, whose rounding is not nearest rank.
+    """
+    return percentiles_ms(h, (p,))[p]
 
 
 def mean_stdev_ms(h: HdrHistogram) -> tuple[float, float]:
@@ -161,23 +196,51 @@ def mean_stdev_ms(h: HdrHistogram) -> tuple[float, float]:
     return mean / 1000.0, math.sqrt(var) / 1000.0
 
 
-def spectrum(h: HdrHistogram, ticks_per_half_distance: int = 5) -> list[tuple[float, float, int]]:
-    """HDR percentile spectrum: (percentile, value_ms, cumulative count) rows."""
-    if h.get_total_count() == 0:
+def spectrum_levels(total: int, ticks_per_half_distance: int = 5) -> list[float]:
+    """HdrHistogram's percentile-spectrum levels: from 0, each step closes 1/(2·ticks) of the
+    remaining distance to 100 %, until one more sample would be past the end; then 100."""
+    if total <= 0:
         return []
-    out = []
-    for item in h.get_percentile_iterator(ticks_per_half_distance):
-        pct = item.percentile_level_iterated_to
-        out.append(
-            (
-                pct,
-                h.get_highest_equivalent_value(item.value_iterated_to) / 1000.0,
-                item.total_count_to_this_value,
-            )
-        )
-        if pct >= 100.0:
-            break
-    return out
+    levels, pct = [], 0.0
+    while (100.0 - pct) * total / 100.0 >= 1.0:
+        levels.append(pct)
+        pct += (100.0 - pct) / (2 * ticks_per_half_distance)
+    return [*levels, 100.0]
+
+
+def spectrum(h: HdrHistogram, ticks_per_half_distance: int = 5) -> list[tuple[float, float, int]]:
+    """Percentile spectrum: (percentile, value_ms, samples ≤ value) rows at HdrHistogram's
+    levels (:func:`spectrum_levels`), each value by nearest rank as in :func:`percentiles_ms`.
+
+    The levels are coarse on purpose (10 % steps below the median at 5 ticks): this is the
+    "latency by percentile" plot's data, not a CDF. For a CDF at full resolution see
+    :func:`cdf_points`.
+    """
+    total = h.get_total_count()
+    if total == 0:
+        return []
+    levels = spectrum_levels(total, ticks_per_half_distance)
+    values = _values_us(h, levels)
+    low, high, _mid = _index_values(h.counts_len)
+    cum = np.cumsum(counts(h))
+    # samples at or below each value: the cumulative count of the bucket holding it
+    covered = cum[np.searchsorted(high, values)]
+    return [
+        (p, v / 1000.0, int(c)) for p, v, c in zip(levels, values, covered.tolist(), strict=True)
+    ]
+
+
+def cdf_points(h: HdrHistogram) -> tuple[np.ndarray, np.ndarray]:
+    """The histogram's CDF at full resolution: for every non-empty bucket, its highest
+    equivalent value (ms) and the fraction of samples at or below it (empty arrays when the
+    histogram is)."""
+    c = counts(h)
+    nz = np.flatnonzero(c)
+    if nz.size == 0:
+        return np.empty(0), np.empty(0)
+    _low, high, _mid = _index_values(h.counts_len)
+    cum = np.cumsum(c)
+    return high[nz] / 1000.0, cum[nz] / float(cum[-1])
 
 
 class IntervalLogWriter:

@@ -7,6 +7,17 @@ closed seconds of the interval logs, a Parquet part of the new events, ``summary
 Every whole-file write goes through a temporary file and a rename, and the logs are append-only,
 so a killed master leaves a readable directory.
 
+``summary.csv`` is vouched for by ``run.json``: ``"summary_csv": {"rows": N, "sha256": "...",
+"previous": {...} | null}``. Each time the writer replaces the summary it first writes
+``run.json`` announcing the new one (keeping the one still on disk as ``previous``), then renames
+the new summary into place; at the end it drops ``previous`` and sets the final ``status`` only
+once the final summary is in place. So at every instant — and after a kill at any point — the
+summary on disk is one that ``run.json`` vouches for, and a finished run's only the final one.
+:func:`read_summary` checks the file against it: a summary cut at a row boundary (which still
+parses) or changed after the run (a torn copy, a hand edit) is refused with a
+:class:`ResultsError` instead of being read as the whole table. A directory written before these
+fields existed is read with a :class:`ResultsWarning` (it cannot be checked).
+
 The read helpers (:func:`read_run`, :func:`read_summary`, :func:`load_histograms`,
 :func:`read_intervals`, :func:`read_events`) raise :class:`ResultsError` naming the file.
 """
@@ -14,6 +25,8 @@ The read helpers (:func:`read_run`, :func:`read_summary`, :func:`load_histograms
 from __future__ import annotations
 
 import csv
+import hashlib
+import io
 import json
 import math
 import os
@@ -22,6 +35,7 @@ import re
 import socket
 import subprocess
 import time
+import warnings
 from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
@@ -41,6 +55,7 @@ LIVE_JSON = "live.json"
 HIST_DIR = "histograms"
 HLOG_FILES = {"latency": "latency.hlog", "failed": "failed.hlog", "lag": "lag.hlog"}
 SCHEMA_VERSION = 1
+SUMMARY_CHECK = "summary_csv"  # run.json key: {"rows", "sha256", "previous"} of summary.csv
 PACKAGES = (
     "locust",
     "gevent",
@@ -56,6 +71,7 @@ __all__ = [
     "EXTRA_COLUMNS",
     "SUMMARY_COLUMNS",
     "ResultsError",
+    "ResultsWarning",
     "ResultsWriter",
     "default_run_dir",
     "load_histograms",
@@ -68,6 +84,10 @@ __all__ = [
 
 class ResultsError(Exception):
     """A results directory or one of its files is missing or unreadable (message names it)."""
+
+
+class ResultsWarning(UserWarning):
+    """Something in a results directory could not be checked (message names the file)."""
 
 
 def utc_iso(epoch_s: float) -> str:
@@ -130,15 +150,16 @@ def json_safe(obj: Any) -> Any:
     return obj
 
 
-def write_summary_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+def summary_csv_bytes(rows: list[dict[str, Any]]) -> tuple[bytes, dict[str, Any]]:
+    """The bytes of ``summary.csv`` for these rows, and what ``run.json`` records of them."""
     columns = SUMMARY_COLUMNS + EXTRA_COLUMNS
-    with tmp.open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(columns)
-        for row in rows:
-            w.writerow([_csv_cell(row[c]) for c in columns])
-    os.replace(tmp, path)
+    buf = io.StringIO(newline="")
+    w = csv.writer(buf)
+    w.writerow(columns)
+    for row in rows:
+        w.writerow([_csv_cell(row[c]) for c in columns])
+    data = buf.getvalue().encode()
+    return data, {"rows": len(rows), "sha256": hashlib.sha256(data).hexdigest()}
 
 
 def _csv_cell(v: Any) -> Any:
@@ -184,8 +205,7 @@ class ResultsWriter:
         self.parts = PartWriter(self.dir)
         self.finalized = False
         # Readers of a run that has only just started see an empty table, not a missing file.
-        write_summary_csv(self.dir / SUMMARY_CSV, [])
-        write_json_atomic(self.dir / RUN_JSON, self.meta)
+        self._replace_summary([])
 
     def update(
         self,
@@ -202,11 +222,10 @@ class ResultsWriter:
             self._offload(self.parts.write, (batches,))
         else:
             self.parts.write(batches)
-        write_summary_csv(self.dir / SUMMARY_CSV, agg.summary(duration_s))
-        write_json_atomic(self.dir / LIVE_JSON, live)
         self.meta.update(run_fields)
         self.meta["events_rows_written"] = self.parts.rows
-        write_json_atomic(self.dir / RUN_JSON, self.meta)
+        self._replace_summary(agg.summary(duration_s))
+        write_json_atomic(self.dir / LIVE_JSON, live)
 
     def finalize(
         self,
@@ -224,14 +243,29 @@ class ResultsWriter:
             log.close()
         self.parts.write(agg.take_batches())
         rows = consolidate(self.dir)
-        write_summary_csv(self.dir / SUMMARY_CSV, agg.summary(duration_s))
-        write_json_atomic(self.dir / LIVE_JSON, live)
         self.meta.update(run_fields)
+        self._replace_summary(agg.summary(duration_s))
+        # the final status only once the final summary is in place, and no other accepted
+        self.meta[SUMMARY_CHECK]["previous"] = None
         self.meta.update(
             status=status, end_utc=utc_iso(now_s), end_epoch_s=now_s, events_rows_written=rows
         )
         write_json_atomic(self.dir / RUN_JSON, self.meta)
+        write_json_atomic(self.dir / LIVE_JSON, live)
         self.finalized = True
+
+    def _replace_summary(self, rows: list[dict[str, Any]]) -> None:
+        """run.json announces the new summary (the one on disk stays acceptable as
+        ``previous``), then the summary is renamed into place: a reader, or a kill, between the
+        two finds a summary run.json vouches for."""
+        data, check = summary_csv_bytes(rows)
+        on_disk = self.meta.get(SUMMARY_CHECK)
+        previous = {k: on_disk[k] for k in ("rows", "sha256")} if on_disk else None
+        tmp = self.dir / (SUMMARY_CSV + ".tmp")
+        tmp.write_bytes(data)
+        self.meta[SUMMARY_CHECK] = {**check, "previous": previous}
+        write_json_atomic(self.dir / RUN_JSON, self.meta)
+        os.replace(tmp, self.dir / SUMMARY_CSV)
 
     def _write_intervals(self, agg: Aggregate, before_sec: int | None) -> None:
         for row, kind, sec, h in agg.take_intervals(before_sec):
@@ -264,23 +298,73 @@ def read_run(run_dir: Path | str) -> dict[str, Any]:
 
 
 def read_summary(run_dir: Path | str) -> list[dict[str, Any]]:
-    """``summary.csv`` rows: counts as int, the other numbers as float (NaN when empty)."""
+    """``summary.csv`` rows: counts as int, the other numbers as float (NaN when empty).
+
+    Checked against ``run.json`` first (see the module docstring): a summary that is not one the
+    run wrote raises :class:`ResultsError`; one from a run that recorded no check is read with a
+    :class:`ResultsWarning`.
+    """
     path = _need_dir(run_dir) / SUMMARY_CSV
+    run = read_run(run_dir)
     try:
-        with path.open(newline="") as f:
-            reader = csv.reader(f)
-            header = next(reader, None)
-            if header is None or tuple(header[: len(SUMMARY_COLUMNS)]) != SUMMARY_COLUMNS:
-                raise ResultsError(f"{path}: corrupt (header is not {','.join(SUMMARY_COLUMNS)})")
-            out = []
-            for lineno, cells in enumerate(reader, 2):
-                if len(cells) != len(header):
-                    raise ResultsError(f"{path}: corrupt (line {lineno} has {len(cells)} cells)")
-                out.append(_typed_summary_row(dict(zip(header, cells, strict=True)), path, lineno))
-            return out
+        data = path.read_bytes()
     except FileNotFoundError:
         raise ResultsError(f"{path}: missing") from None
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+    except OSError as exc:
+        raise ResultsError(f"{path}: unreadable ({exc})") from None
+    problem = _summary_problem(path, data, run.get(SUMMARY_CHECK))
+    if problem is not None:
+        raise ResultsError(problem)
+    return _parse_summary(path, data)
+
+
+def _summary_problem(path: Path, data: bytes, check: Any) -> str | None:
+    """Why ``data`` is not a summary ``run.json`` vouches for (None when it is)."""
+    if check is None:
+        warnings.warn(
+            f"{path}: run.json records no row count or checksum for it (written by an older "
+            "echoswarm): a cut or altered file cannot be detected",
+            ResultsWarning,
+            stacklevel=3,
+        )
+        return None
+    previous = check.get("previous") if isinstance(check, dict) else None
+    if not (
+        isinstance(check, dict)
+        and isinstance(check.get("rows"), int)
+        and isinstance(check.get("sha256"), str)
+        and (previous is None or isinstance(previous, dict))
+    ):
+        return f"{path.parent / RUN_JSON}: corrupt ({SUMMARY_CHECK!r} is not {{rows, sha256}})"
+    digest = hashlib.sha256(data).hexdigest()
+    if digest == check["sha256"] or (previous is not None and digest == previous.get("sha256")):
+        return None  # previous: the writer is (or was killed) between run.json and the rename
+    try:
+        found = max(0, len(list(csv.reader(io.StringIO(data.decode(errors="replace"))))) - 1)
+    except csv.Error:
+        found = -1
+    rows = check["rows"]
+    if not data.endswith(b"\n"):
+        return f"{path}: cut short: it ends inside a row (run.json records {rows} rows)"
+    if found != rows:
+        what = f"{found} data row{'s' * (found != 1)}" if found >= 0 else "unparsable"
+        return f"{path}: cut short or altered: {what} where run.json records {rows}"
+    return f"{path}: altered: its sha256 is not the one run.json records ({rows} rows)"
+
+
+def _parse_summary(path: Path, data: bytes) -> list[dict[str, Any]]:
+    try:
+        reader = csv.reader(io.StringIO(data.decode(), newline=""))
+        header = next(reader, None)
+        if header is None or tuple(header[: len(SUMMARY_COLUMNS)]) != SUMMARY_COLUMNS:
+            raise ResultsError(f"{path}: corrupt (header is not {','.join(SUMMARY_COLUMNS)})")
+        out = []
+        for lineno, cells in enumerate(reader, 2):
+            if len(cells) != len(header):
+                raise ResultsError(f"{path}: corrupt (line {lineno} has {len(cells)} cells)")
+            out.append(_typed_summary_row(dict(zip(header, cells, strict=True)), path, lineno))
+        return out
+    except (UnicodeDecodeError, csv.Error) as exc:
         raise ResultsError(f"{path}: unreadable ({exc})") from None
 
 

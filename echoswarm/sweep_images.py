@@ -222,12 +222,14 @@ def plot(df: pd.DataFrame, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from analysis.plots import log_ticks, suptitle
+
     # Medians over repeats, in the order the cells ran.
     agg = {"total_s": "median", "image_p50_ms": "median", "image_p99_ms": "median"}
     df = df.groupby(["reply", "kind"], as_index=False, sort=False).agg(agg)
     labels = [f"{k}\n{r}" for k, r in zip(df["kind"], df["reply"], strict=True)]
     colors = ["#37a" if k == "serial" else "#d83" for k in df["kind"]]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4.2), layout="constrained")
     a.bar(labels, df["total_s"].fillna(0), color=colors)
     a.set_ylabel("total time for the images, s")
     a.set_title("throughput (lower is better)")
@@ -237,10 +239,10 @@ def plot(df: pd.DataFrame, path: Path) -> Path:
     b.set_ylabel("per-image latency, ms (log)")
     b.set_title("latency (lower is better)")
     b.legend(fontsize=8)
-    for ax in (a, b):
-        ax.grid(axis="y", alpha=0.3)
-    fig.suptitle("S001: serial vs parallel WebSocket images")
-    fig.tight_layout()
+    a.grid(axis="y", alpha=0.3)
+    b.grid(axis="y", which="major", alpha=0.3)
+    suptitle(fig, "S001: serial vs parallel WebSocket images (medians over runs)")
+    log_ticks(b, "y")
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

@@ -296,27 +296,46 @@ def plot(df: pd.DataFrame, path: Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    from analysis.plots import log_ticks, suptitle
 
     df = df.assign(clean=(df["status"] == "done") & (df["errors"] == 0))
     agg = {"total_p50_ms": "median", "total_p99_ms": "median", "clean": "all"}
     df = df.groupby(["users", "model"], as_index=False).agg(agg)
     levels = sorted(df["users"].unique())
-    fig, axes = plt.subplots(1, len(levels), figsize=(4.5 * len(levels), 4.2), squeeze=False)
+    fig, axes = plt.subplots(
+        1,
+        len(levels),
+        figsize=(max(6.0, 4.5 * len(levels)), 4.6),
+        squeeze=False,
+        layout="constrained",
+    )
     for ax, users in zip(axes[0], levels, strict=True):
         g = df[df["users"] == users].sort_values("total_p50_ms", na_position="last")
         y = np.arange(len(g))
         colors = ["#4a7" if ok else "#c44" for ok in g["clean"]]
-        ax.barh(y, g["total_p50_ms"].fillna(0), color=colors, label="p50")
-        ax.plot(g["total_p99_ms"], y, "k|", markersize=12, label="p99")
+        ax.barh(y, g["total_p50_ms"].fillna(0), color=colors)
+        ax.plot(g["total_p99_ms"], y, "k|", markersize=12)
         ax.set_yticks(y, labels=list(g["model"]))
         ax.invert_yaxis()
         ax.set_xscale("log")
         ax.set_xlabel("total per connection, ms (log)")
         ax.set_title(f"{users} users")
-        ax.grid(axis="x", alpha=0.3)
-    axes[0][0].legend(loc="upper right", fontsize=8)
-    fig.suptitle("S003: TCP server models (red = cell with errors or capped)")
-    fig.tight_layout()
+        ax.grid(axis="x", which="major", alpha=0.3)
+    fig.legend(
+        handles=[
+            Patch(color="#4a7", label="p50, clean cell"),
+            Patch(color="#c44", label="p50, errors or capped"),
+            plt.Line2D([], [], color="k", marker="|", linestyle="", markersize=12, label="p99"),
+        ],
+        loc="outside lower center",
+        ncol=3,
+        fontsize=8,
+    )
+    suptitle(fig, "S003: TCP server models — total time per connection (median over runs)")
+    for ax in axes[0]:
+        log_ticks(ax, "x")
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

@@ -228,7 +228,7 @@ def test_bad_input_is_one_line_exit_2(
     _fails(["report", str(d)], capsys, "run.json: unreadable or corrupt")
     d = broken("bad-summary")
     (d / "summary.csv").write_text("a,b\n1,2\n")
-    _fails(["report", str(d)], capsys, "summary.csv: corrupt")
+    _fails(["report", str(d)], capsys, "summary.csv: cut short or altered: 1 data row where")
     d = broken("no-hlog")
     (d / "histograms" / "latency.hlog").unlink()
     _fails(["report", str(d)], capsys, "latency.hlog: missing")
@@ -252,3 +252,35 @@ def test_torn_last_hlog_line_is_skipped(run_dir: Path, tmp_path: Path) -> None:
     run = analysis.load(d)
     assert run.intervals["latency"].skipped and run.complete
     assert json.loads((d / "run.json").read_text())["status"] == "complete"
+
+
+def test_report_states_the_instruments_own_cost(run_dir: Path, tmp_path: Path) -> None:
+    d = tmp_path / "instrument"
+    shutil.copytree(run_dir, d)
+    meta = json.loads((d / "run.json").read_text())
+    meta["instrument_overhead"] = {
+        "tcp": {"p50_ms": 0.05, "p99_ms": 0.21, "source": "python -m bench overhead --quick"},
+        "ws": "not a mapping",  # malformed entries are left out, not fatal
+    }
+    (d / "run.json").write_text(json.dumps(meta))
+    run = analysis.load(d)
+    table = analysis.instrument_table(run).set_index("transport")
+    assert list(table.index) == ["tcp"]
+    assert table.loc["tcp", "lag_count"] == STREAMS * MSGS - 4  # every answered scheduled msg
+    assert table.loc["tcp", "sender_lag_p99_ms"] == pytest.approx(0.020, rel=1e-3)
+    assert table.loc["tcp", "overhead_p99_ms"] == 0.21
+    analysis.write_report(run)
+    md = (d / "report.md").read_text()
+    section = md.split("## Instrument\n", 1)[1].split("\n## ", 1)[0]
+    assert "| tcp | 1,596 | 0.02 | 0.02 |" in section
+    assert (
+        "- tcp: instrument overhead p50 0.05 ms, p99 0.21 ms — measured by "
+        "python -m bench overhead --quick" in section
+    )
+    assert md.index("## Summary") < md.index("## Instrument") < md.index("## Connect times")
+    assert "<h2>Instrument</h2>" in (d / "report.html").read_text()
+    # a run with neither sender lag nor overhead figures has no such section
+    empty = analysis.load(make_run(tmp_path / "empty", empty=True))
+    assert analysis.instrument_table(empty).empty
+    analysis.write_report(empty)
+    assert "## Instrument" not in (tmp_path / "empty" / "report.md").read_text()

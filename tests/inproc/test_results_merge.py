@@ -109,7 +109,8 @@ def test_three_workers_merge_to_the_union_percentiles() -> None:
 def test_written_directory_reads_back_the_same(tmp_path: Path) -> None:
     agg, union_us, total, failures = _merge_three()
     whole = {
-        k: (t.count, t.hists["latency"].get_value_at_percentile(99.0)) for k, t in agg.rows.items()
+        k: (t.count, hdr.value_at_percentile_ms(t.hists["latency"], 99.0))
+        for k, t in agg.rows.items()
     }
     writer = ResultsWriter(tmp_path / "run", {"scenario": "t"}, 1_000.0)
     summary = agg.summary(3.0)
@@ -121,7 +122,9 @@ def test_written_directory_reads_back_the_same(tmp_path: Path) -> None:
     assert row["p99_ms"] == pytest.approx(summary[0]["p99_ms"], rel=1e-6)
     hists = load_histograms(tmp_path / "run")
     assert hists[("tcp", "msg")].get_total_count() == total - failures
-    assert hists[("tcp", "msg")].get_value_at_percentile(99.0) == whole[("tcp", "msg")][1]
+    assert hdr.value_at_percentile_ms(hists[("tcp", "msg")], 99.0) == whole[("tcp", "msg")][1]
+    assert row["p99_ms"] == pytest.approx(whole[("tcp", "msg")][1], abs=5e-5)  # 4 decimals
+    assert run["summary_csv"]["rows"] == 1  # read_summary checked the file against it
     failed = load_histograms(tmp_path / "run", "failed")
     assert failed[("tcp", "msg")].get_total_count() == failures
     assert read_events(tmp_path / "run").num_rows == total
