@@ -28,7 +28,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from echoswarm import commands, progress, slo
+from echoswarm import commands, hdr, progress, slo
 from echoswarm import results as results_mod
 from echoswarm.measure import epoch_ns
 from echoswarm.scenario import ServerSpec, read_servers
@@ -320,7 +320,7 @@ def judge(results: Path, slos: list[slo.SLO]) -> list[slo.Verdict]:
         h = hists.get((request_type, name))
         if h is None or h.get_total_count() == 0:
             return None
-        return float(h.get_value_at_percentile(p)) / 1000.0  # µs → ms
+        return hdr.value_at_percentile_ms(h, p)  # nearest rank
 
     return slo.evaluate(slos, rows, percentile_ms)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from echoswarm import slo
@@ -100,3 +102,16 @@ def test_unmatched_slo_fails_rather_than_passing_silently() -> None:
 def test_missing_percentile_fails() -> None:
     (v,) = slo.evaluate(slo.parse_all(["grpc:bidi msg:p50<20ms"]), ROWS, _pct)
     assert not v.passed
+
+
+def test_an_slo_on_a_sparse_tail_judges_the_nearest_rank_percentile(tmp_path: Path) -> None:
+    """960 samples, 10 above 55 ms: p99 must cover 99% of them (55+ ms), so p99<20ms fails —
+    HdrHistogram's own rounding said 11.39 ms and let it pass."""
+    from echoswarm.run import judge
+    from tests.analysis_runs import sparse_tail, write_run
+
+    run = write_run(tmp_path / "run", {("tcp", "msg"): sparse_tail()})
+    (verdict,) = judge(run, [slo.parse("tcp:msg:p99<20ms")])
+    assert not verdict.passed and verdict.value is not None and verdict.value > 55.0
+    (verdict,) = judge(run, [slo.parse("tcp:msg:p98<20ms")])
+    assert verdict.passed
