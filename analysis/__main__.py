@@ -1,4 +1,9 @@
-"""``python -m analysis report <results-dir>`` · ``python -m analysis compare <dir-a> <dir-b>``
+"""``python -m analysis report|compare|sweep|s000 ...``
+
+    python -m analysis report <results-dir>
+    python -m analysis compare <dir-a> <dir-b>
+    python -m analysis sweep <sweep-dir>
+    python -m analysis s000 <results-dir>
 
 report  — writes report.md, report.html (self-contained) and the PNG plots into the results
           directory and prints the summary table.
@@ -6,6 +11,10 @@ compare — prints both runs side by side (throughput and p50/p99/p99.9, A, B an
           changes beyond --threshold (a percentage) flagged over all figures (rps, error rate,
           mean, p50 … max), and writes the combined percentile plot (--plot, default
           <dir-b>/compare.png). --fail-on-regression makes a regression exit 1.
+sweep   — the table, notes and plot of a finished ``python -m echoswarm sweep`` (sweep.csv,
+          sweep.md, sweep.png in the sweep directory); prints the table.
+s000    — the S000 comparison of an audio_stream run: one line per transport (what
+          ``python -m echoswarm demo`` prints).
 
 Exit codes: 0 ok, 1 a regression with --fail-on-regression, 2 usage error or unreadable results
 (including a summary.csv that is not the one the run wrote: cut short or altered; see
@@ -67,6 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument(
         "--fail-on-regression", action="store_true", help="exit 1 when a regression is flagged"
     )
+    swp = sub.add_parser("sweep", help="tables and plot of a finished sweep")
+    swp.add_argument("sweep_dir", type=Path)
+    s0 = sub.add_parser("s000", help="the S000 transport comparison of a run")
+    s0.add_argument("results_dir", type=Path)
     return parser
 
 
@@ -77,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ResultsWarning)
-            code = _report(args) if args.command == "report" else _compare(args)
+            code = COMMANDS[args.command](args)
     except ResultsError as exc:
         print(f"python -m analysis {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -128,6 +141,26 @@ def _compare(args: argparse.Namespace) -> int:
     plot.write_bytes(png_bytes(figure(a, b, f"A {a.name}", f"B {b.name}")))
     print(f"plot: {plot}")
     return 1 if args.fail_on_regression and not bad.empty else 0
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from analysis.sweeps import render_sweep
+
+    text, files = render_sweep(args.sweep_dir)
+    print(text)
+    if files:
+        print("\nwrote " + ", ".join(str(f) for f in files))
+    return 0
+
+
+def _s000(args: argparse.Namespace) -> int:
+    from analysis.s000 import render
+
+    print(render(args.results_dir))
+    return 0
+
+
+COMMANDS = {"report": _report, "compare": _compare, "sweep": _sweep, "s000": _s000}
 
 
 if __name__ == "__main__":

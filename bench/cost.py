@@ -8,7 +8,7 @@ For each transport and connection count, against the same echo server in the sam
 * **ours** — the echoswarm user (``TcpUser``, ``WebSocketUser``, ``GrpcUser`` bidi) in ping-pong
   mode inside a real Locust ``Environment`` + ``LocalRunner`` (``bench.driver``).
 * **bare** — the same user with Locust's ``init`` event not fired, so our results plugin
-  (``echoswarm.collect``: HDR histograms, event records, the results directory) is not
+  (``echoswarm.plugins.collector``: HDR histograms, event records, the results directory) is not
   attached: the difference is what the plugin costs per message.
 * **naive** — the pattern Locust's documentation leads to (``bench.naive``), same runner.
 

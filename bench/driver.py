@@ -79,9 +79,9 @@ RESULTS = Path(__file__).resolve().parent.parent / "build" / "bench-results"
 def locust_options(targets: dict[str, str], extra: list[str]) -> Any:
     """Locust's full option namespace (ours included), as ``locust --headless ...`` parses it.
 
-    ``targets`` maps transports to their server. Our results plugin (``echoswarm.collect``,
-    registered when our users are imported) writes under ``build/bench-results/`` so benchmark
-    runs do not litter ``results/``.
+    ``targets`` maps transports to their server. Our results plugin
+    (``echoswarm.plugins.collector``, registered when our users are imported) writes under
+    ``build/bench-results/`` so benchmark runs do not litter ``results/``.
     """
     parser = get_parser(default_config_files=[])
     argv = ["--headless", *extra]

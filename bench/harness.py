@@ -1,7 +1,8 @@
 """The benchmark's plumbing: echo servers as subprocesses, the C client build, child runs.
 
-Servers are started the way ``python -m echoswarm run`` starts them (``echoswarm.supervise`` and
-``echoswarm.commands``: ``python -m servers KIND --port 0``, the LISTENING line, always stopped).
+Servers are started the way ``python -m echoswarm run`` starts them
+(``echoswarm.orchestrate.supervise`` and ``echoswarm.orchestrate.commands``:
+``python -m servers KIND --port 0``, the LISTENING line, always stopped).
 Each measurement is a child process that prints one JSON line (the C client, or
 ``python -m bench.driver``); a child that fails or overruns its deadline gives an ``error`` entry
 instead of a number, so one broken row never hides the others.
@@ -20,8 +21,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from echoswarm.commands import server_argv, target_value
-from echoswarm.supervise import ChildError, Supervisor
+from echoswarm.orchestrate.commands import server_argv, target_value
+from echoswarm.orchestrate.supervise import ChildError, Supervisor
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILD = ROOT / "build"

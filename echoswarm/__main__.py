@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import argparse
 import re
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
-from echoswarm import config, slo
-from echoswarm.run import EXIT_USAGE, LocalRun, RunConfig
-from echoswarm.scenario import ScenarioError, read_servers
+from echoswarm.orchestrate import config, slo
+from echoswarm.orchestrate.run import EXIT_USAGE, LocalRun, RunConfig
+from echoswarm.orchestrate.scenario import ScenarioError, read_servers
 
 DEMO_LOCUSTFILE = Path("locustfiles/audio_stream.py")
 DEMO = {"workers": 2, "users": 240, "spawn_rate": 240.0, "time": "50s"}
@@ -139,7 +140,7 @@ def make_config(ns: argparse.Namespace, extra: list[str], argv: list[str]) -> Ru
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["sweep"]:  # the sweep has its own parser (flags may precede the file)
-        from echoswarm import sweep
+        from echoswarm.sweep import cli as sweep
 
         return sweep.main(argv[1:])
     extra: list[str] = []
@@ -158,9 +159,13 @@ def main(argv: list[str] | None = None) -> int:
     run = LocalRun(cfg)
     code = run.execute()
     if ns.command == "demo" and (run.results / "summary.csv").exists():
-        from echoswarm import demo
-
-        print("\n" + demo.render(run.results))
+        table = subprocess.run(
+            [sys.executable, "-m", "analysis", "s000", str(run.results)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        print("\n" + (table.stdout or table.stderr).rstrip())
     return code
 
 

@@ -83,3 +83,9 @@ def positive_int_list(text: str) -> list[int]:
         if value not in out:
             out.append(value)
     return out
+
+
+unit_fraction = float_between(0.0, 1.0)
+"""A fraction within 0..1 (e.g. ``--events-sample-rate``)."""
+up_to_an_hour = float_between(0.0, 3600.0, " s")
+"""Seconds within 0..3600 (e.g. ``--results-drain-s``)."""

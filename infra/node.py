@@ -8,8 +8,8 @@
 - ``--role master --config FILE``: one headless test as the run config says, ``live.json``
   uploaded every few seconds while it runs and the whole results directory at the end.
 
-The argv of every role comes from :mod:`echoswarm.commands` — the same functions the local
-orchestrator uses. ``--print-argv`` prints it as JSON instead of running it.
+The argv of every role comes from :mod:`echoswarm.orchestrate.commands` — the same functions
+the local orchestrator uses. ``--print-argv`` prints it as JSON instead of running it.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import venv
 from pathlib import Path
 from typing import Any
 
-from echoswarm.commands import master_argv, server_argv, target_value, worker_argv
+from echoswarm.orchestrate.commands import master_argv, server_argv, target_value, worker_argv
 
 CODE_DIR = "/opt/echoswarm/code"
 VENV_DIR = "/opt/echoswarm/venv"
@@ -35,7 +35,7 @@ WEB_AUTOQUIT_S = 60  # time to look at the final numbers in the web UI
 
 
 def build_argv(args: argparse.Namespace, config: dict[str, Any]) -> list[str]:
-    """The role's command line, from echoswarm.commands (nothing is re-spelled here)."""
+    """The role's command line, from echoswarm.orchestrate.commands (nothing is re-spelled here)."""
     py = sys.executable
     if args.role == "server":
         return server_argv(

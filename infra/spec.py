@@ -12,7 +12,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from echoswarm.commands import DEFAULT_MASTER_PORT, DEFAULT_SERVER_PORTS, SERVER_KINDS
+from echoswarm.orchestrate.commands import DEFAULT_MASTER_PORT, DEFAULT_SERVER_PORTS, SERVER_KINDS
 
 DEFAULT_REGION = "ap-northeast-1"
 TAG_RUN = "echoswarm:run"

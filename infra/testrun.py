@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from echoswarm.scenario import ScenarioError, read_servers
+from echoswarm.orchestrate.scenario import ScenarioError, read_servers
 from infra import bucket as s3b
 from infra import instances, prices
 from infra.aws import Cloud, error_code, error_text, ignore_missing, poll, progress
@@ -36,7 +36,8 @@ def timespan_seconds(text: str) -> int:
 
 
 def declared_servers(locustfile: Path) -> list[dict[str, Any]]:
-    """The servers the locustfile declares (read by :mod:`echoswarm.scenario`, never imported).
+    """The servers the locustfile declares (read by :mod:`echoswarm.orchestrate.scenario`, never
+    imported).
 
     On EC2 each kind has one fixed port on the server node, so a kind may appear once.
     """
@@ -160,7 +161,7 @@ def run(
     missing = [s["kind"] for s in wanted if s["kind"] not in kinds]
     if wanted and (server is None or missing):
         raise InfraError(f"{locustfile} needs servers {missing or wanted} this run does not have")
-    from echoswarm.commands import DEFAULT_SERVER_PORTS
+    from echoswarm.orchestrate.commands import DEFAULT_SERVER_PORTS
 
     if wanted and server is not None:
         cmds = []

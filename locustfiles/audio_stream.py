@@ -26,9 +26,7 @@ forms).
 
 import locust  # noqa: F401,I001  (gevent monkey-patching first)
 
-from echoswarm.users.grpc import GrpcUser
-from echoswarm.users.tcp import TcpUser
-from echoswarm.users.websocket import WebSocketUser
+from echoswarm.users import GrpcUser, TcpUser, WebSocketUser
 
 ECHOSWARM_SERVERS = [
     {"kind": "grpc", "option": "--grpc-target"},

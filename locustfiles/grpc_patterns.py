@@ -23,7 +23,7 @@ Run it (from the repository root):
 
 import locust  # noqa: F401,I001  (gevent monkey-patching first)
 
-from echoswarm.users.grpc import GrpcUser
+from echoswarm.users import GrpcUser
 
 ECHOSWARM_SERVERS = [{"kind": "grpc", "option": "--grpc-target"}]
 

@@ -5,7 +5,7 @@ Each image is a random 800×600 uint8 frame (480,000 bytes) sent as a STATS requ
 after``, the seed's "slow response") or acknowledges first and computes in the background
 (``--reply before``, "fast response"). Every reply is checked against numpy's figures for the
 image sent (or, for ``before``, must be the acknowledgement with the right size and seq);
-see :mod:`echoswarm.images`.
+see :mod:`echoswarm.streams.images`.
 
 * ``serial`` — one user, one long connection: send, wait for the answer, repeat ``--images``
   times. Rows ``serial connect``, ``serial msg`` (per image), ``serial session``.
@@ -26,24 +26,29 @@ One run with both kinds at once (they then compete for the CPU; use the sweep to
 Spawn every user at once (``-r`` ≥ ``-u``): while Locust is still ramping up it replaces users
 that have already finished, which would send more images than asked.
 
-The test ends by itself once every user has sent its images (:mod:`echoswarm.sweep_autostop`).
+The test ends by itself once every user has sent its images (:mod:`echoswarm.plugins.autostop`).
 """
 
 import locust  # noqa: F401,I001  (gevent monkey-patching first)
 
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import Any
 
 from locust import events
 from locust.exception import StopUser
 from locust.runners import WorkerRunner
 
-import echoswarm.sweep_autostop  # noqa: F401  (the test ends when every user is done)
-from echoswarm.images import Image, ImageLink, image_pool, per_user
-from echoswarm.sweep import positive_int
-from echoswarm.users import Stream, stream_config
-from echoswarm.users.websocket import WebSocketUser
+from echoswarm.users import (
+    Image,
+    ImageLink,
+    WebSocketUser,
+    end_test_when_users_done,
+    image_pool,
+    per_user,
+    positive_int,
+)
+
+end_test_when_users_done()
 
 # One stats server; the sweep runs each cell with ``--reply after`` or ``--reply before``.
 ECHOSWARM_SERVERS = [
@@ -102,29 +107,8 @@ class SerialImages(_ImageUser):
         if self.remaining <= 0:
             raise StopUser()
         opened = self.connect()
-        if opened is None:
-            return
-        link, conn_id, timer = opened
-        cfg = replace(
-            stream_config(self.opts, "ws", self.name_prefix + "msg"),
-            pingpong=True,
-            max_messages=self.remaining,
-            duration_ns=None,
-        )
-        stream = Stream(cfg, self.sink, user_id=self.user_id, conn_id=conn_id, nbytes=link.nbytes)
-        stream.run_pingpong(link)
-        self.remaining -= stream.sent
-        self.sink(
-            timer.sample(
-                "ws",
-                self.name_prefix + "session",
-                stream.sent * link.nbytes,
-                stream.error,
-                user_id=self.user_id,
-                conn_id=conn_id,
-            )
-        )
-        self._after(stream.error)
+        if opened is not None:
+            self.remaining -= self.pingpong_session(opened, "msg", self.remaining).sent
 
 
 class ParallelImages(_ImageUser):

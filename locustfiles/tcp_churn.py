@@ -23,8 +23,9 @@ Run it (from the repository root):
 
 import locust  # noqa: F401,I001  (gevent monkey-patching first)
 
-import echoswarm.sweep_autostop  # noqa: F401  (the test ends when every user is done)
-from echoswarm.users.tcp import TcpUser
+from echoswarm.users import TcpUser, end_test_when_users_done
+
+end_test_when_users_done()  # the test ends as soon as every user has made its connections
 
 ECHOSWARM_SERVERS = [{"kind": "tcp", "option": "--tcp-target", "args": ["--model", "asyncio"]}]
 

@@ -11,8 +11,8 @@ import numpy as np
 from echoswarm.hdr import Row
 from echoswarm.measure import Sample, now_ns, to_epoch_ns
 from echoswarm.results import ResultsWriter
-from echoswarm.results_merge import Aggregate
-from echoswarm.results_record import Recorder
+from echoswarm.results.aggregate import Aggregate
+from echoswarm.results.recorder import Recorder
 
 
 def write_run(

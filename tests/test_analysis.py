@@ -18,8 +18,8 @@ import analysis
 from analysis.__main__ import main
 from echoswarm.measure import Sample, now_ns, to_epoch_ns
 from echoswarm.results import ResultsWriter
-from echoswarm.results_merge import Aggregate
-from echoswarm.results_record import Recorder
+from echoswarm.results.aggregate import Aggregate
+from echoswarm.results.recorder import Recorder
 from tests import procs
 from tests.conftest import require_tool
 

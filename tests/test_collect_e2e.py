@@ -15,8 +15,8 @@ import pyarrow.compute as pc
 import pytest
 
 import analysis
-from echoswarm import commands
 from echoswarm.measure import epoch_ns
+from echoswarm.orchestrate import commands
 from echoswarm.results import load_histograms, read_events, read_run, read_summary
 from tests import procs
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from echoswarm import config
 from echoswarm.__main__ import main
+from echoswarm.orchestrate import config
 
 
 def test_toml_run_table(tmp_path: Path) -> None:

@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from echoswarm.images import (
+from echoswarm.results import read_events, read_summary
+from echoswarm.streams.images import (
     HEIGHT,
     WIDTH,
     ImageLink,
@@ -20,7 +21,6 @@ from echoswarm.images import (
     make_image,
     per_user,
 )
-from echoswarm.results import read_events, read_summary
 from echoswarm.wire import FLAG_STATS_REPLY, FLAG_STATS_REQUEST, build_frame, parse_frame
 from tests import procs
 
@@ -179,7 +179,7 @@ def test_short_s001_comparison(tmp_path: Path) -> None:
 def test_verdicts_say_who_wins_and_how_often() -> None:
     import pandas as pd
 
-    from echoswarm.sweep_images import verdicts
+    from analysis.sweeps.images import verdicts
 
     rows = []
     for rep, (t_serial, t_parallel) in enumerate([(8.0, 6.0), (8.0, 9.0), (8.0, 7.0)], 1):

@@ -1,7 +1,7 @@
 """What a node boots with: the user-data is valid cloud-config by cloud-init's own schema
 (Debian's package, unpacked into build/ by scripts/sysdeps.sh), the systemd units pass
 ``systemd-analyze verify`` without a single warning, and the commands the units run are exactly
-what :mod:`echoswarm.commands` gives the local orchestrator."""
+what :mod:`echoswarm.orchestrate.commands` gives the local orchestrator."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from echoswarm import commands
+from echoswarm.orchestrate import commands
 from infra import userdata
 from tests.conftest import require_tool
 from tests.procs import ROOT, env

@@ -149,7 +149,7 @@ def test_audio_stream_end_to_end(tmp_path: Path, orchestrate: Orchestrate) -> No
     assert "PASS" in out and "FAIL" not in out
     o.assert_no_leftovers()
 
-    from echoswarm import demo
+    from analysis import s000 as demo
 
     table = demo.comparison(results)
     assert list(table["transport"]) == ["grpc", "ws", "tcp"]

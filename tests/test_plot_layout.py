@@ -19,11 +19,13 @@ from matplotlib.transforms import Bbox
 
 import analysis
 from analysis import plots
-from echoswarm import hdr, sweep_images, sweep_tcp
+from analysis.sweeps import images as sweep_images
+from analysis.sweeps import tcp as sweep_tcp
+from echoswarm import hdr
 from echoswarm.measure import Sample, now_ns, to_epoch_ns
 from echoswarm.results import ResultsWriter
-from echoswarm.results_merge import Aggregate
-from echoswarm.results_record import Recorder
+from echoswarm.results.aggregate import Aggregate
+from echoswarm.results.recorder import Recorder
 from tests.analysis_runs import sparse_tail, write_run
 
 pytestmark = pytest.mark.timeout(60)

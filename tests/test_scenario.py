@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from echoswarm.scenario import ScenarioError, read_servers
+from echoswarm.orchestrate.scenario import ScenarioError, read_servers
 
 
 def _write(tmp_path: Path, body: str) -> Path:

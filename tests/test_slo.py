@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from echoswarm import slo
+from echoswarm.orchestrate import slo
 
 
 @pytest.mark.parametrize(
@@ -107,7 +107,7 @@ def test_missing_percentile_fails() -> None:
 def test_an_slo_on_a_sparse_tail_judges_the_nearest_rank_percentile(tmp_path: Path) -> None:
     """960 samples, 10 above 55 ms: p99 must cover 99% of them (55+ ms), so p99<20ms fails —
     HdrHistogram's own rounding said 11.39 ms and let it pass."""
-    from echoswarm.run import judge
+    from echoswarm.orchestrate.run import judge
     from tests.analysis_runs import sparse_tail, write_run
 
     run = write_run(tmp_path / "run", {("tcp", "msg"): sparse_tail()})

@@ -20,8 +20,8 @@ import analysis
 from echoswarm import results
 from echoswarm.measure import Sample, now_ns, to_epoch_ns
 from echoswarm.results import ResultsError, ResultsWarning, ResultsWriter, read_summary
-from echoswarm.results_merge import Aggregate
-from echoswarm.results_record import Recorder
+from echoswarm.results.aggregate import Aggregate
+from echoswarm.results.recorder import Recorder
 from tests import procs
 from tests.analysis_runs import write_run
 
@@ -163,7 +163,7 @@ def test_every_state_the_writer_passes_through_is_readable(
             status = json.loads((run_dir / "run.json").read_text())["status"]
             seen.append((name, status, len(read_summary(run_dir))))
 
-    monkeypatch.setattr(results.os, "replace", replace_then_read)
+    monkeypatch.setattr(os, "replace", replace_then_read)  # the writer renames with it
     for i, name in enumerate(ROWS):
         rec.record(Sample("tcp", name, t0 + i * 1_000_000, 2_000_000, 10))
         agg.merge("local", 0, rec.harvest(), 0.0)

@@ -11,8 +11,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from echoswarm import argtypes, sweep, sweep_tcp
+from analysis.sweeps import tcp as sweep_tcp
+from echoswarm import argtypes
 from echoswarm.results import read_summary
+from echoswarm.sweep import cli as sweep
+from echoswarm.sweep.engine import choice_list
 from tests import procs
 
 TCP = "locustfiles/tcp_churn.py"
@@ -116,11 +119,11 @@ def test_usage_error_from_the_command_line(tmp_path: Path) -> None:
 
 def test_lists_parse_and_keep_order() -> None:
     assert argtypes.positive_int_list("1000, 50,150,50") == [1000, 50, 150]
-    assert sweep.choice_list("epoll,select,epoll", ["select", "epoll"], "model") == [
+    assert choice_list("epoll,select,epoll", ["select", "epoll"], "model") == [
         "epoll",
         "select",
     ]
-    assert sweep.choice_list("all", ["a", "b"], "x") == ["a", "b"]
+    assert choice_list("all", ["a", "b"], "x") == ["a", "b"]
 
 
 def test_select_vs_epoll_verdict_counts_every_repeat() -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from echoswarm.supervise import free_port
+from echoswarm.orchestrate.supervise import free_port
 from tests.conftest import require_tool
 from tests.procs import PYTHON, ROOT, chromium_flags, env
 

@@ -12,7 +12,10 @@
 * :class:`TcpUser` (``pattern`` stream | churn);
 * :class:`EchoUser`, their base, for scenarios that bring their own link (``open_link``), with
   :class:`Stream` (the gevent stream driver) and :func:`stream_config`;
-* :class:`LocustSink` / :func:`next_user_id` for users that time their own operations.
+* :class:`LocustSink` / :func:`next_user_id` for users that time their own operations;
+* the S001 image workload (:class:`ImageLink`, :func:`image_pool`, :func:`per_user`),
+  :func:`end_test_when_users_done` for scenarios whose users finish, and :func:`positive_int`
+  for scenario options.
 
 Importing this package registers echoswarm's Locust options, the results plugin, the web UI tab
 and the process tuning. Inside, one module per transport (``grpc``, ``websocket``, ``tcp``), the
@@ -23,7 +26,9 @@ and ``tuning``.
 
 import locust  # noqa: F401,I001  (gevent monkey-patching first)
 
+from echoswarm.argtypes import positive_int
 from echoswarm.streams.core import StreamConfig, stream_config
+from echoswarm.streams.images import Image, ImageLink, image_pool, per_user
 from echoswarm.users import options
 from echoswarm.users.base import EchoUser
 from echoswarm.users.gevent_stream import Link, Stream
@@ -32,8 +37,21 @@ from echoswarm.users.sink import LocustSink, next_user_id
 from echoswarm.users.tcp import TcpLink, TcpUser
 from echoswarm.users.websocket import WebSocketUser, WsBinaryLink, WsLink
 
+
+def end_test_when_users_done() -> None:
+    """Make the test end as soon as every user has stopped by itself (the plugin
+    :mod:`echoswarm.plugins.autostop`; call it at a locustfile's import)."""
+    import echoswarm.plugins.autostop  # noqa: F401  (registers its listeners)
+
+
 __all__ = [
     "EchoUser",
+    "Image",
+    "ImageLink",
+    "end_test_when_users_done",
+    "image_pool",
+    "per_user",
+    "positive_int",
     "GrpcUser",
     "Link",
     "LocustSink",

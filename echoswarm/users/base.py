@@ -97,13 +97,19 @@ class EchoUser(User):
             raise StopUser()
         self.connections += 1
         opened = self.connect()
-        if opened is None:
-            return
+        if opened is not None:
+            self.pingpong_session(opened, msg_name, round_trips)
+
+    def pingpong_session(
+        self, opened: tuple[Link, int, Timer], msg_name: str, messages: int
+    ) -> Stream:
+        """Up to ``messages`` closed-loop round trips on an opened connection, then close it;
+        rows ``msg_name`` and ``session`` (connect → closed). Returns the ended stream."""
         link, conn_id, timer = opened
         cfg = replace(
             stream_config(self.opts, self.transport, self.name_prefix + msg_name),
             pingpong=True,
-            max_messages=round_trips,
+            max_messages=messages,
             duration_ns=None,
         )
         stream = Stream(cfg, self.sink, user_id=self.user_id, conn_id=conn_id, nbytes=link.nbytes)
@@ -119,6 +125,7 @@ class EchoUser(User):
             )
         )
         self._after(stream.error)
+        return stream
 
     def _after(self, error: str | None) -> None:
         """After a stream or call: reset the backoff, or wait it out before reconnecting."""

@@ -3,7 +3,7 @@
 Every transport hands :class:`echoswarm.measure.Sample` records to a :class:`LocustSink`, which
 fires Locust's own ``request`` event (so the web UI, the console table and Locust's CSV keep
 working) with the full sample attached as the extra ``sample`` keyword, which the results
-plugin (:mod:`echoswarm.collect`) reads.
+plugin (:mod:`echoswarm.plugins.collector`) reads.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-import echoswarm.collect  # noqa: F401  (registers the results plugin)
-import echoswarm.webui  # noqa: F401  (registers the web UI tab)
+import echoswarm.plugins.collector  # noqa: F401  (registers the results plugin)
+import echoswarm.plugins.webui  # noqa: F401  (registers the web UI tab)
 from echoswarm.measure import Sample, to_epoch_ns
 
 

@@ -13,8 +13,8 @@ from locust.rpc.protocol import Message
 from echoswarm import hdr
 from echoswarm.measure import Sample, now_ns
 from echoswarm.results import ResultsWriter, load_histograms, read_events, read_run, read_summary
-from echoswarm.results_merge import Aggregate
-from echoswarm.results_record import Recorder
+from echoswarm.results.aggregate import Aggregate
+from echoswarm.results.recorder import Recorder
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -36,6 +36,8 @@ from locust.runners import (
     WorkerRunner,
 )
 
+from echoswarm.plugins import compat
+
 MESSAGE = "echoswarm_users_done"
 CHECK_S = 0.1  # how often a worker (or local runner) looks at its user count
 ENDED = (STATE_STOPPING, STATE_STOPPED, STATE_CLEANUP)
@@ -111,7 +113,7 @@ class _AutoStop:
         self._maybe_end()
 
     def _maybe_end(self) -> None:
-        workers = {str(cid) for cid in self.runner.clients.keys()}
+        workers = compat.worker_ids(self.runner)
         if self.spawned and workers and workers <= self.done_workers:
             self._end()
 

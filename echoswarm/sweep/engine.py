@@ -1,24 +1,25 @@
-"""``python -m echoswarm sweep LOCUSTFILE ...`` — run one scenario once per cell of a grid.
+"""The sweep engine: run a :class:`Plan`'s cells one after another, each a complete local run.
 
-Every cell is a complete local run (:class:`echoswarm.run.LocalRun`): its own servers, Locust
-master and workers, its own results directory ``<sweep-dir>/<cell>/``; nothing is shared between
-cells, so each starts from the same state and gets the same load. A cell ends when its load is
-done — its users stop when their work is done and :mod:`echoswarm.sweep_autostop` ends the test;
-for a scenario without that plugin, the cell's completion test on the live ``summary.csv``
-stops the master the way Ctrl-C would, so the last reports are still collected — or when its
-time limit runs out, which the table then says (``capped``). Whether a cell finished is judged on
-its final results. Afterwards the sweep writes ``sweep.csv``, ``sweep.md``, ``sweep.png`` and
-``sweep.json`` into the sweep directory and prints the table.
+Every cell is a complete local run (:class:`echoswarm.orchestrate.run.LocalRun`): its own
+servers, Locust master and workers, its own results directory ``<sweep-dir>/<cell>/``; nothing
+is shared between cells, so each starts from the same state and gets the same load. A cell ends
+when its load is done — its users stop when their work is done and
+:mod:`echoswarm.plugins.autostop` ends the test; for a scenario without that plugin, the cell's
+completion test on the live ``summary.csv`` stops the master the way Ctrl-C would, so the last
+reports are still collected — or when its time limit runs out, which the table then says
+(``capped``). Whether a cell finished is judged on its final results. Afterwards the sweep
+writes ``sweep.json`` into the sweep directory and ``python -m analysis sweep`` draws
+``sweep.csv``, ``sweep.md`` and ``sweep.png`` from it and prints the table.
 
 Which grid is run follows from the one server the locustfile declares:
 
-* ``tcp`` → seed S003, TCP server models × concurrency (:mod:`echoswarm.sweep_tcp`)::
+* ``tcp`` → seed S003, TCP server models × concurrency (:mod:`echoswarm.sweep.tcp`)::
 
       python -m echoswarm sweep locustfiles/tcp_churn.py --models all --users 50,150,1000 \\
           --connections-per-user 3 --round-trips 50
 
 * ``ws --work stats`` → seed S001, serial vs parallel images × reply after/before
-  (:mod:`echoswarm.sweep_images`)::
+  (:mod:`echoswarm.sweep.images`)::
 
       python -m echoswarm sweep locustfiles/image_frames.py --images 1000
 
@@ -32,6 +33,7 @@ import argparse
 import contextlib
 import json
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -42,8 +44,7 @@ from typing import Any, NoReturn, TextIO
 
 from echoswarm.argtypes import positive_float, positive_int
 from echoswarm.measure import Timer
-from echoswarm.run import EXIT_OK, EXIT_RUN, EXIT_USAGE, LocalRun, RunConfig
-from echoswarm.scenario import ScenarioError, ServerSpec, read_servers
+from echoswarm.orchestrate.run import EXIT_OK, EXIT_RUN, LocalRun, RunConfig
 
 POLL_S = 0.5  # how often a running cell's summary.csv is checked for completion
 # After the load is seen done, how long the master may take to end by itself (autostop, then
@@ -129,14 +130,13 @@ class Outcome:
 
 @dataclass
 class Plan:
-    """A grid: the cells, how to run them and how to tabulate the outcomes."""
+    """A grid: the cells and how to run them (``describe`` goes into ``sweep.json``, where the
+    tables find the grid's parameters)."""
 
     title: str
     locustfile: Path
     workers: int
     cells: list[Cell]
-    table: Callable[[list[Outcome]], Any]  # → pandas.DataFrame
-    render: Callable[[Any, Path], list[Path]]  # (table, sweep dir) → files written
     out: Path | None = None  # the sweep directory (None: results/sweep-<stamp>-<scenario>)
     describe: dict[str, Any] = field(default_factory=dict)
 
@@ -148,7 +148,7 @@ def rows_by_name(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 class _CellWatch(threading.Thread):
     """Ends a cell whose load is done but whose master keeps running (a scenario without
-    :mod:`echoswarm.sweep_autostop`): SIGINT, Locust's graceful stop, so the last reports are
+    :mod:`echoswarm.plugins.autostop`): SIGINT, Locust's graceful stop, so the last reports are
     still collected."""
 
     def __init__(self, run: LocalRun, results: Path, done: Callable[..., bool]) -> None:
@@ -260,14 +260,18 @@ def execute(plan: Plan, sweep_dir: Path, extra: list[str], out: TextIO = sys.std
             break
     _write_json(plan, outcomes, sweep_dir)
     if outcomes:
-        table = plan.table(outcomes)
-        files = plan.render(table, sweep_dir)
-        md = sweep_dir / "sweep.md"
-        if md.exists():
-            say("")
-            say(md.read_text().rstrip())
         say("")
-        say("wrote " + ", ".join(str(f) for f in files))
+        tables = subprocess.run(
+            [sys.executable, "-m", "analysis", "sweep", str(sweep_dir)],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        out.write(tables.stdout)
+        if tables.returncode != 0:
+            why = (tables.stderr.strip().splitlines() or ["no output"])[-1]
+            say(f"the sweep's tables failed: {why}")
+            code = code or EXIT_RUN
     return code
 
 
@@ -308,66 +312,3 @@ def _printer(out: TextIO) -> Callable[..., None]:
 def default_sweep_dir(locustfile: Path) -> Path:
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     return Path("results") / f"sweep-{stamp}-{locustfile.stem}"
-
-
-# -- entry point -------------------------------------------------------------------------------
-def _grid_for(servers: list[ServerSpec]) -> str | None:
-    # Only scenarios made for a grid: one TCP server (its model varies), or one ws stats server
-    # (its reply mode varies). A mixed scenario such as audio_stream has no such axis.
-    if len(servers) != 1:
-        return None
-    (server,) = servers
-    if server.kind == "tcp":
-        return "tcp"
-    if server.kind == "ws" and "stats" in server.args:
-        return "images"
-    return None
-
-
-def build_plan(argv: list[str]) -> Plan:
-    """Parse the sweep's arguments into a :class:`Plan` (raises UsageError)."""
-    # The positional may come after flags with values (``--models all x.py``): prefer a .py.
-    positional = [a for a in argv if not a.startswith("-")]
-    locustfile = next((Path(a) for a in positional if a.endswith(".py")), None) or next(
-        (Path(a) for a in positional), None
-    )
-    if locustfile is None:
-        raise UsageError("no locustfile given (e.g. locustfiles/tcp_churn.py)")
-    if not locustfile.is_file():
-        raise UsageError(f"locustfile not found: {locustfile}")
-    try:
-        servers = read_servers(locustfile)
-    except ScenarioError as exc:
-        raise UsageError(str(exc)) from None
-    grid = _grid_for(servers)
-    if grid == "tcp":
-        from echoswarm import sweep_tcp
-
-        return sweep_tcp.make_plan(argv, servers)
-    if grid == "images":
-        from echoswarm import sweep_images
-
-        return sweep_images.make_plan(argv, servers)
-    raise UsageError(
-        f"{locustfile} is not a sweep scenario (it must declare one server: tcp, or ws with "
-        "--work stats)"
-    )
-
-
-def main(argv: list[str]) -> int:
-    argv = list(argv)
-    extra: list[str] = []
-    if "--" in argv:
-        i = argv.index("--")
-        argv, extra = argv[:i], argv[i + 1 :]
-    if any(a in ("-h", "--help") for a in argv) and not any(not a.startswith("-") for a in argv):
-        sys.stdout.write(__doc__ or "")
-        return EXIT_OK
-    try:
-        plan = build_plan(argv)
-    except UsageError as exc:
-        sys.stderr.write(f"python -m echoswarm sweep: error: {exc}\n")
-        return EXIT_USAGE
-    with contextlib.suppress(BrokenPipeError):
-        return execute(plan, plan.out or default_sweep_dir(plan.locustfile), extra)
-    return EXIT_OK

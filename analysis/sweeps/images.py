@@ -1,40 +1,21 @@
-"""Seed S001 as a sweep: serial vs parallel images × the server's reply after/before the work.
-
-Four cells, each a separate local run so the two kinds never compete for the CPU: for each
-``--reply`` mode of the declared ``ws --work stats`` server, one ``serial`` cell (one user, one
-connection, ``--images`` images back to back) and one ``parallel`` cell (``--parallel`` users,
-a fresh connection per image, ``--images`` in total). The table gives the total time for the N
-images (first connect → last reply), images per second, per-image latency percentiles (serial:
-send → reply on the open connection; parallel: connect → closed, the whole life of an image's
-connection) and send → reply alone; the notes say which kind wins on which measure.
+"""The S001 sweep's table, verdicts and plot (serial vs parallel images × reply mode), from a
+finished sweep: total time for the N images (first connect → last reply), images per second,
+per-image latency percentiles (serial: send → reply on the open connection; parallel: connect →
+closed, the whole life of an image's connection) and send → reply alone; the notes say which
+kind wins on which measure. The cells are run by :mod:`echoswarm.sweep.images`.
 """
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
-from echoswarm import sweep_table as st
-from echoswarm.argtypes import positive_int
-from echoswarm.images import per_user
-from echoswarm.scenario import ServerSpec
-from echoswarm.sweep import (
-    Cell,
-    Outcome,
-    Plan,
-    SweepParser,
-    UsageError,
-    add_common_flags,
-    choice_list,
-)
-
-FULL = {"images": 1000, "parallel": 50, "cell_time": 120.0}
-QUICK = {"images": 200, "parallel": 20, "cell_time": 40.0}
-DEFAULT_WORKERS = 1  # the same client capacity for both kinds
-REPLIES = ("after", "before")
-KINDS = ("serial", "parallel")
+from analysis.sweeps import common as st
+from analysis.sweeps.common import CellRun
+from echoswarm.streams.images import per_user
 
 HEADERS = {
     "reply": "reply",
@@ -53,82 +34,11 @@ HEADERS = {
 }
 
 
-def _stats_server(servers: list[ServerSpec]) -> ServerSpec:
-    ws = [s for s in servers if s.kind == "ws" and "stats" in s.args]
-    if len(ws) != 1:
-        raise UsageError("an image sweep needs exactly one declared ws server with --work stats")
-    return ws[0]
-
-
-def make_plan(argv: list[str], servers: list[ServerSpec]) -> Plan:
-    p = SweepParser(prog="python -m echoswarm sweep", description=__doc__.splitlines()[0])
-    add_common_flags(p)
-    p.add_argument("--images", type=positive_int, default=None, help="images per cell (1000)")
-    p.add_argument("--parallel", type=positive_int, default=None, help="parallel users (50)")
-    p.add_argument("--replies", default="all", help="all or a list of: after, before")
-    p.add_argument("--kinds", default="all", help="all or a list of: serial, parallel")
-    p.add_argument(
-        "--repeat", type=positive_int, default=1, help="run the whole grid N times (noise)"
-    )
-    ns = p.parse_args(argv)
-    base = QUICK if ns.quick else FULL
-    images = ns.images or int(base["images"])
-    parallel = ns.parallel or int(base["parallel"])
-    limit = ns.cell_time or float(base["cell_time"])
-    replies = choice_list(ns.replies, REPLIES, "reply mode")
-    kinds = choice_list(ns.kinds, KINDS, "kind")
-    server = _stats_server(servers)
-    common = ["--images", str(images), "--parallel", str(parallel), "--reply-timeout-s", "30"]
-    cells = []
-    for rep in range(1, ns.repeat + 1):  # whole grid again: drifts spread over every cell
-        for reply in replies:
-            for kind in kinds:
-                users = 1 if kind == "serial" else parallel
-                prefix = kind + " "
-                done = (
-                    st.all_messages(images, prefix)
-                    if kind == "serial"
-                    else st.all_connections(parallel * per_user(images, parallel), prefix)
-                )
-                tag = {"rep": rep} if ns.repeat > 1 else {}
-                cells.append(
-                    Cell(
-                        label=f"{kind}-{reply}" + (f"-r{rep}" if tag else ""),
-                        key={"reply": reply, "kind": kind, **tag},
-                        users=users,
-                        spawn_rate=ns.spawn_rate or float(users),
-                        time_limit_s=limit,
-                        locust_args=["--image-kind", kind, *common],
-                        server_overrides={server.label: ["--reply", reply]},
-                        done=done,
-                    )
-                )
-    return Plan(
-        title=f"S001 images: {images} × 800×600 per cell, serial vs {parallel} parallel, "
-        f"reply {'/'.join(replies)}" + (f", {ns.repeat} repeats" if ns.repeat > 1 else ""),
-        locustfile=ns.locustfile,
-        workers=ns.workers or DEFAULT_WORKERS,
-        cells=cells,
-        table=lambda outcomes: table(outcomes, images, parallel),
-        render=render,
-        out=ns.out,
-        describe={
-            "grid": "images",
-            "images": images,
-            "parallel": parallel,
-            "replies": replies,
-            "kinds": kinds,
-            "cell_time_s": limit,
-            "repeat": ns.repeat,
-            "quick": ns.quick,
-        },
-    )
-
-
-def table(outcomes: list[Outcome], images: int, parallel: int) -> pd.DataFrame:
+def table(cells: list[CellRun], plan: dict[str, Any]) -> pd.DataFrame:
+    images, parallel = int(plan["images"]), int(plan["parallel"])
     records = []
-    for o in outcomes:
-        kind = str(o.cell.key["kind"])
+    for o in cells:
+        kind = str(o.key["kind"])
         prefix = kind + " "
         rows = st.summary_rows(o.results)
         c_name, connect = st.phase(rows, "connect", prefix)
@@ -141,9 +51,9 @@ def table(outcomes: list[Outcome], images: int, parallel: int) -> pd.DataFrame:
         total = st.span_s(st.events(o.results), c_name, r_name)
         records.append(
             {
-                "reply": o.cell.key["reply"],
+                "reply": o.key["reply"],
                 "kind": kind,
-                "rep": int(o.cell.key.get("rep", 1)),
+                "rep": int(o.key.get("rep", 1)),
                 "status": o.status,
                 "images": f"{ok}/{expected}",
                 "errors": sum(int(r.get("failures") or 0) for r in rows.values()),

@@ -1,4 +1,4 @@
-"""Master-side merging of reports (from :mod:`echoswarm.results_record`) into run totals.
+"""Master-side merging of reports (from :mod:`echoswarm.results.recorder`) into run totals.
 
 Sans-Locust: :class:`Aggregate` is fed ``(worker id, worker index, report)`` and holds
 
@@ -21,8 +21,8 @@ import pyarrow as pa
 from hdrh.histogram import HdrHistogram
 
 from echoswarm import hdr
-from echoswarm.results_events import decode_batch
-from echoswarm.results_record import KINDS, REPORT_VERSION
+from echoswarm.results.events import decode_batch
+from echoswarm.results.recorder import KINDS, REPORT_VERSION
 
 SUMMARY_COLUMNS = (
     "request_type",

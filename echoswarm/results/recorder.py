@@ -35,7 +35,7 @@ import pyarrow as pa
 
 from echoswarm import hdr
 from echoswarm.measure import Sample, now_ns, to_epoch_ns
-from echoswarm.results_events import encode_batches, row_batch
+from echoswarm.results.events import encode_batches, row_batch
 
 REPORT_VERSION = 1
 KINDS = ("latency", "failed", "lag")

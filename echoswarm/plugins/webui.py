@@ -33,7 +33,7 @@ COLUMNS = [
 
 
 def table_rows(snapshot: dict[str, Any] | None) -> list[dict[str, Any]]:
-    """Rows for the tab from a :func:`echoswarm.collect.snapshot` dict (numbers rounded)."""
+    """Rows for the tab from a :func:`echoswarm.plugins.collector.snapshot` dict (rounded)."""
     rows = []
     for r in (snapshot or {}).get("rows", []):
         row: dict[str, Any] = {}
@@ -47,7 +47,7 @@ def table_rows(snapshot: dict[str, Any] | None) -> list[dict[str, Any]]:
 
 
 def _snapshot(environment: Any) -> dict[str, Any] | None:
-    from echoswarm import collect
+    from echoswarm.plugins import collector as collect
 
     try:
         return collect.snapshot(environment)

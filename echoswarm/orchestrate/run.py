@@ -1,10 +1,10 @@
 """``python -m echoswarm run``: echo servers + a Locust master + N workers on this machine.
 
 The same distributed engine as on EC2 (Locust master/worker over ZeroMQ, on loopback), the same
-command lines (:mod:`echoswarm.commands`). Flow:
+command lines (:mod:`echoswarm.orchestrate.commands`). Flow:
 
-1. read the locustfile's ``ECHOSWARM_SERVERS`` (:mod:`echoswarm.scenario`), start each server on a
-   free port, wait for its ``LISTENING`` line and for it to accept connections;
+1. read the locustfile's ``ECHOSWARM_SERVERS`` (:mod:`echoswarm.orchestrate.scenario`), start
+   each server on a free port, wait for its ``LISTENING`` line and for it to accept connections;
 2. start the master (headless, or with the web UI) and the workers, passing the servers'
    addresses as the scenario's custom arguments;
 3. watch: a progress line from the master's ``live.json``; a dead server fails the run at once
@@ -28,11 +28,12 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from echoswarm import commands, hdr, progress, slo
+from echoswarm import hdr
 from echoswarm import results as results_mod
 from echoswarm.measure import epoch_ns
-from echoswarm.scenario import ServerSpec, read_servers
-from echoswarm.supervise import Child, ChildError, Supervisor, free_port, wait_tcp
+from echoswarm.orchestrate import commands, progress, slo
+from echoswarm.orchestrate.scenario import ServerSpec, read_servers
+from echoswarm.orchestrate.supervise import Child, ChildError, Supervisor, free_port, wait_tcp
 
 EXIT_OK, EXIT_SLO, EXIT_USAGE, EXIT_RUN = 0, 1, 2, 3
 EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}

@@ -1,4 +1,5 @@
-"""What every sweep table needs: reading a cell's results, markdown/CSV output, number format.
+"""What every sweep table needs: the cells of a sweep (``sweep.json``), reading a cell's results,
+markdown/CSV output, number format.
 
 Per-row latencies come from the cell's ``summary.csv`` (merged HDR histograms); figures that
 need individual records (per-connection sums, first-to-last wall time) come from its
@@ -8,14 +9,17 @@ its status column says why.
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from echoswarm.results import ResultsError, read_events, read_summary
+from echoswarm.sweep.done import count as count  # (the tables find rows as the engine does)
+from echoswarm.sweep.done import phase as phase
 
 EVENT_COLUMNS = ["worker", "conn_id", "name", "start_ns", "latency_ns", "error", "sample_rate"]
 
@@ -44,10 +48,6 @@ def fig(row: dict[str, Any] | None, column: str) -> float:
         return math.nan
     value = row.get(column)
     return float(value) if value is not None else math.nan
-
-
-def count(row: dict[str, Any] | None, column: str = "count") -> int:
-    return int(row.get(column) or 0) if row else 0
 
 
 def span_s(ev: pd.DataFrame, first: str, last: str) -> float:
@@ -114,43 +114,45 @@ def write_outputs(
     return [csv_path, md_path]
 
 
-# -- reading rows by phase, and when a cell's load is done -------------------------------------
-Rows = dict[str, dict[str, Any]]
+@dataclass(frozen=True)
+class CellRun:
+    """One cell of a finished sweep, as ``sweep.json`` records it."""
+
+    label: str
+    key: dict[str, Any]  # the grid coordinates, e.g. {"model": "epoll", "users": 150}
+    users: int
+    status: str  # done | capped | partial | failed | interrupted
+    wall_s: float
+    results: Path
 
 
-def phase(rows: Rows, name: str, prefix: str = "") -> tuple[str, dict[str, Any] | None]:
-    """(row name, row) of a phase (``connect``, ``msg``, …) whatever prefix the scenario uses;
-    with ``prefix`` only that variant's row (``"serial "`` → ``serial msg``)."""
-    if prefix:
-        return prefix + name, rows.get(prefix + name)
-    for row_name, row in rows.items():
-        if row_name == name or row_name.endswith(" " + name):
-            return row_name, row
-    return name, None
-
-
-def _keyed(rows: list[dict[str, Any]]) -> Rows:
-    return {str(r["name"]): r for r in rows}
-
-
-def all_connections(expected: int, prefix: str = "") -> Callable[[list[dict[str, Any]]], bool]:
-    """Done when ``expected`` connects were attempted and every opened one was closed."""
-
-    def done(rows: list[dict[str, Any]]) -> bool:
-        by = _keyed(rows)
-        connect, session = phase(by, "connect", prefix)[1], phase(by, "session", prefix)[1]
-        attempts = count(connect)
-        opened = attempts - count(connect, "failures")
-        # A failed connect has no session row, so compare sessions with the opened ones.
-        return attempts >= expected and count(session) >= opened
-
-    return done
-
-
-def all_messages(expected: int, prefix: str = "") -> Callable[[list[dict[str, Any]]], bool]:
-    """Done when ``expected`` messages were settled (answered, failed or timed out)."""
-
-    def done(rows: list[dict[str, Any]]) -> bool:
-        return count(phase(_keyed(rows), "msg", prefix)[1]) >= expected
-
-    return done
+def read_sweep(sweep_dir: Path) -> tuple[dict[str, Any], list[CellRun]]:
+    """``sweep.json``: (its ``plan`` with the title, cells in the order they ran)."""
+    path = sweep_dir / "sweep.json"
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ResultsError(f"{path}: missing (not a sweep directory?)") from None
+    except (OSError, ValueError) as exc:
+        raise ResultsError(f"{path}: unreadable ({exc})") from None
+    plan = dict(data.get("plan") or {}, title=data.get("title", ""))
+    cells = []
+    fixed = {"label", "users", "status", "exit_code", "wall_s", "time_limit_s", "results"}
+    fixed |= {"locust_args", "server_overrides"}
+    try:
+        for c in data["cells"]:
+            key = {k: v for k, v in c.items() if k not in fixed}
+            key["users"] = c["users"]
+            cells.append(
+                CellRun(
+                    str(c["label"]),
+                    key,
+                    int(c["users"]),
+                    str(c["status"]),
+                    float(c["wall_s"]),
+                    Path(c["results"]),
+                )  # fmt: skip
+            )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ResultsError(f"{path}: corrupt ({exc!r})") from None
+    return plan, cells

@@ -18,7 +18,7 @@ import ast
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from echoswarm.commands import SERVER_KINDS
+from echoswarm.orchestrate.commands import SERVER_KINDS
 
 DECLARATION = "ECHOSWARM_SERVERS"
 

@@ -1,59 +1,23 @@
-"""Seed S003 as a sweep: TCP server models × concurrency, the same churn load in every cell.
+"""The S003 sweep's table and plot (TCP server models × concurrency), from a finished sweep.
 
-Each cell starts ``python -m servers tcp --model M`` (the locustfile's declared ``tcp`` server,
-its ``--model`` overridden), runs ``U`` users that each make ``--connections-per-user``
-short-lived connections doing ``--round-trips`` echo round trips (rows ``connect``, ``msg``,
-``session``), and stops as soon as every connection is accounted for — or at the cell's time
-limit, which the table then reports as ``capped`` with how many connections got done.
-
-Table columns (per model × users): connect p50/p99; one round trip p50/p99; send/recv per
-connection (the sum of its round trips, the seed's "send/receive time") p50/p99; total per
-connection (connect → close, the seed's total) p50/p99; wall time from the first connect to the
-last close; round trips per second; errors; rank by total p50 within the concurrency level.
+Columns (per model × users): connect p50/p99; one round trip p50/p99; send/recv per connection
+(the sum of its round trips, the seed's "send/receive time") p50/p99; total per connection
+(connect → close, the seed's total) p50/p99; wall time from the first connect to the last
+close; round trips per second; errors; rank by total p50 within the concurrency level. The
+cells are run by :mod:`echoswarm.sweep.tcp`.
 """
 
 from __future__ import annotations
 
-import argparse
 import math
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from echoswarm import sweep_table as st
-from echoswarm.argtypes import positive_int
-from echoswarm.argtypes import positive_int_list as int_list
-from echoswarm.scenario import ServerSpec
-from echoswarm.sweep import (
-    Cell,
-    Outcome,
-    Plan,
-    SweepParser,
-    UsageError,
-    add_common_flags,
-    choice_list,
-)
-from servers.tcp import MODELS
-
-
-@dataclass(frozen=True)
-class Defaults:
-    """A grid's defaults (each overridden by its flag)."""
-
-    users: tuple[int, ...]
-    connections: int
-    round_trips: int
-    cell_time: float
-
-
-# Full: 10 models × 3 levels in 4–5 minutes on this 2-core machine (well under the ~15 asked),
-# with the seed's 50 round trips per connection; the seed's own 100 connections per user are a
-# flag away, each cell then capped by --cell-time. Quick: one level, about a minute.
-FULL = Defaults(users=(50, 150, 1000), connections=3, round_trips=50, cell_time=60.0)
-QUICK = Defaults(users=(200,), connections=3, round_trips=10, cell_time=20.0)
-DEFAULT_WORKERS = 2
+from analysis.sweeps import common as st
+from analysis.sweeps.common import CellRun
 
 HEADERS = {
     "users": "users",
@@ -75,98 +39,6 @@ HEADERS = {
 }
 
 
-def _tcp_server(servers: list[ServerSpec]) -> ServerSpec:
-    tcp = [s for s in servers if s.kind == "tcp"]
-    if len(tcp) != 1:
-        raise UsageError("a TCP model sweep needs exactly one declared tcp server")
-    return tcp[0]
-
-
-def make_plan(argv: list[str], servers: list[ServerSpec]) -> Plan:
-    p = SweepParser(prog="python -m echoswarm sweep", description=__doc__.splitlines()[0])
-    add_common_flags(p)
-    p.add_argument("--models", default="all", help=f"all or a list of: {', '.join(MODELS)}")
-    p.add_argument("--users", type=int_list, default=None, help="concurrency levels: 50,150,1000")
-    p.add_argument("--connections-per-user", type=positive_int, default=None)
-    p.add_argument("--round-trips", type=positive_int, default=None)
-    p.add_argument(
-        "--repeat", type=positive_int, default=1, help="run the whole grid N times (noise)"
-    )
-    ns = p.parse_args(argv)
-    base = QUICK if ns.quick else FULL
-    models = choice_list(ns.models, MODELS, "model")
-    users: list[int] = ns.users or list(base.users)
-    conns: int = ns.connections_per_user or base.connections
-    rts: int = ns.round_trips or base.round_trips
-    limit: float = ns.cell_time or base.cell_time
-    server = _tcp_server(servers)
-    cells = []
-    # Repeats run the whole grid again (not a cell N times in a row), so slow drifts of the
-    # machine spread over every model instead of favouring one.
-    for rep in range(1, ns.repeat + 1):
-        for u in users:
-            for model in models:
-                cells.append(
-                    _cell(model, u, rep if ns.repeat > 1 else 0, conns, rts, limit, ns, server)
-                )
-    return Plan(
-        title=f"S003 TCP models: {len(models)} models × users {','.join(map(str, users))}, "
-        f"{conns} connections/user × {rts} round trips"
-        + (f", {ns.repeat} repeats" if ns.repeat > 1 else ""),
-        locustfile=ns.locustfile,
-        workers=ns.workers or DEFAULT_WORKERS,
-        cells=cells,
-        table=lambda outcomes: table(outcomes, conns, rts),
-        render=render,
-        out=ns.out,
-        describe={
-            "grid": "tcp",
-            "models": models,
-            "users": users,
-            "connections_per_user": conns,
-            "round_trips": rts,
-            "cell_time_s": limit,
-            "repeat": ns.repeat,
-            "quick": ns.quick,
-        },
-    )
-
-
-def _cell(
-    model: str,
-    u: int,
-    rep: int,
-    conns: int,
-    rts: int,
-    limit: float,
-    ns: argparse.Namespace,
-    server: ServerSpec,
-) -> Cell:
-    """One model at one concurrency (``rep`` > 0: one of several repeats)."""
-    return Cell(
-        label=f"{model}-u{u}" + (f"-r{rep}" if rep else ""),
-        key={"model": model, "users": u, **({"rep": rep} if rep else {})},
-        users=u,
-        spawn_rate=ns.spawn_rate or float(u),  # everyone within ~1 s
-        time_limit_s=limit,
-        locust_args=[
-            # A server that makes clients queue (simple, prefork at high concurrency) is
-            # measured waiting, not cut off at the users' default 5 s.
-            "--reply-timeout-s",
-            "30",
-            "--connections-per-user",
-            str(conns),
-            "--round-trips",
-            str(rts),
-            # Per-connection sums need every round trip as an event.
-            "--events-max-per-s",
-            "1000000",
-        ],
-        server_overrides={server.label: ["--model", model]},
-        done=st.all_connections(u * conns),
-    )
-
-
 def _per_connection_ms(ev: pd.DataFrame, msg_name: str, round_trips: int) -> pd.Series:
     """Send/recv time per connection: the sum of its round trips (complete connections only)."""
     msgs = ev[ev["name"] == msg_name]
@@ -182,9 +54,10 @@ def _quantile(values: pd.Series, q: float) -> float:
     return float(np.quantile(values.to_numpy(), q)) if len(values) else math.nan
 
 
-def table(outcomes: list[Outcome], conns: int, rts: int) -> pd.DataFrame:
+def table(cells: list[CellRun], plan: dict[str, Any]) -> pd.DataFrame:
+    conns, rts = int(plan["connections_per_user"]), int(plan["round_trips"])
     records = []
-    for o in outcomes:
+    for o in cells:
         rows = st.summary_rows(o.results)
         (c_name, connect), (m_name, msg), (s_name, session) = (
             st.phase(rows, ph) for ph in ("connect", "msg", "session")
@@ -194,13 +67,13 @@ def table(outcomes: list[Outcome], conns: int, rts: int) -> pd.DataFrame:
             _per_connection_ms(ev, m_name, rts) if st.fully_sampled(ev) else pd.Series(dtype=float)
         )
         wall = st.span_s(ev, c_name, s_name)
-        expected = o.cell.users * conns
+        expected = o.users * conns
         ok_rts = st.count(msg) - st.count(msg, "failures")
         records.append(
             {
-                "users": o.cell.key["users"],
-                "model": o.cell.key["model"],
-                "rep": int(o.cell.key.get("rep", 1)),
+                "users": o.key["users"],
+                "model": o.key["model"],
+                "rep": int(o.key.get("rep", 1)),
                 "status": o.status,
                 "connections": f"{st.count(session)}/{expected}",
                 "errors": sum(int(r.get("failures") or 0) for r in rows.values()),
