@@ -155,8 +155,16 @@ def download_results(cloud: Cloud, bucket: str, run_id: str, dest: Path) -> int:
     return n
 
 
-def purge_bucket(cloud: Cloud, bucket: str) -> None:
-    """Delete every object (and version) and the bucket itself; no-op if already gone."""
+def bucket_exists(cloud: Cloud, bucket: str) -> bool:
+    found = ignore_missing(
+        cloud.s3.head_bucket, Bucket=bucket, ExpectedBucketOwner=cloud.account, codes=_GONE
+    )
+    return found is not None
+
+
+def purge_bucket(cloud: Cloud, bucket: str) -> int:
+    """Delete every object (and version) and the bucket itself; returns 1, or 0 if it was
+    already gone."""
     s3 = cloud.s3
     try:
         paginator = s3.get_paginator("list_object_versions")
@@ -169,9 +177,11 @@ def purge_bucket(cloud: Cloud, bucket: str) -> None:
                 s3.delete_objects(Bucket=bucket, Delete={"Objects": objs, "Quiet": True})
         s3.delete_bucket(Bucket=bucket)
         progress(f"  deleted bucket s3://{bucket}")
+        return 1
     except Exception as e:
         if error_code(e) not in _GONE:
             raise
+        return 0
 
 
 def run_buckets(cloud: Cloud) -> dict[str, tuple[str, str]]:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from infra import prices
+from infra import interrupt, prices
 from infra.aws import Cloud, error_code, error_text, poll, progress
 from infra.ledger import Ledger
 from infra.spec import TAG_EXPIRES, TAG_ROLE, InfraError, RunSpec, run_filter, tags
@@ -215,7 +215,7 @@ def _run_instances_when_profile_visible(cloud: Cloud, kw: dict[str, Any]) -> Any
             if not propagating or time.monotonic() > deadline:
                 raise
             progress("  instance profile not visible to EC2 yet, retrying")
-            time.sleep(delay)
+            interrupt.sleep(delay)
             delay = min(delay * 2, 10)
 
 

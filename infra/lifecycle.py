@@ -7,8 +7,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from infra import bucket as s3b
-from infra import iam, instances, network, state, userdata
+from infra import iam, instances, interrupt, network, state, userdata
 from infra.aws import Cloud, error_text, progress
+from infra.interrupt import Interrupted
 from infra.ledger import Ledger
 from infra.spec import TAG_CREATED, TAG_RUN, InfraError, RunSpec, bucket_name
 
@@ -77,14 +78,23 @@ def up(cloud: Cloud, run_id: str, spec: RunSpec, *, profile: str | None) -> dict
         master = launch("master", 1, spec.master_type, "master")[0]
         launch("worker", spec.workers, spec.worker_type, "workers", master_host=master.private_ip)
         instances.wait_running(cloud, run_id)
-    except BaseException as e:  # Ctrl-C half way must roll back too
-        cause = error_text(e) if not isinstance(e, KeyboardInterrupt) else "interrupted"
-        if isinstance(e, InfraError):
-            cause = str(e)
+    except BaseException as e:  # a signal half way must roll back too (infra.interrupt)
+        if isinstance(e, Interrupted):
+            cause = f"interrupted by {e.name}"
+        else:
+            cause = str(e) if isinstance(e, InfraError) else error_text(e)
         if ledger.entries:
             progress(f"up failed ({cause}); rolling back what this up created")
-        left = ledger.rollback()
+        with interrupt.shielded():
+            undone = len(ledger.entries)
+            left = ledger.rollback()
+        ignored = interrupt.ignored_count()
         tail = f"; NOT rolled back: {'; '.join(left)}" if left else ""
+        tail += f"; {ignored} further signal(s) ignored while rolling back" if ignored else ""
+        if isinstance(e, Interrupted):
+            raise Interrupted(
+                e.signum, f"rolled back {undone - len(left)} of {undone} resource(s){tail}"
+            ) from None
         raise InfraError(f"up failed: {cause}{tail}") from None
     created = len(ledger.entries)
     if not created:
@@ -92,18 +102,24 @@ def up(cloud: Cloud, run_id: str, spec: RunSpec, *, profile: str | None) -> dict
     return {"run_id": run_id, "bucket": bucket, "code": version, "created": created, **net}
 
 
-def down(cloud: Cloud, run_id: str, *, purge: bool) -> None:
-    """Remove everything of the run (by tag and name); each step tolerates "already gone"."""
+def down(cloud: Cloud, run_id: str, *, purge: bool) -> tuple[int, bool]:
+    """Remove everything of the run (by tag and name); each step tolerates "already gone".
+
+    Returns (how many things were removed, whether the results bucket was kept).
+    """
     progress(f"down {run_id} in {cloud.region}")
-    instances.terminate_run(cloud, run_id)
-    network.destroy_network(cloud, run_id)
-    iam.delete_profile(cloud, run_id)
+    removed = instances.terminate_run(cloud, run_id)
+    removed += network.destroy_network(cloud, run_id)
+    removed += iam.delete_profile(cloud, run_id)
     bucket = bucket_name(cloud.account, run_id)
+    kept = False
     if purge:
-        s3b.purge_bucket(cloud, bucket)
-    else:
+        removed += s3b.purge_bucket(cloud, bucket)
+    elif s3b.bucket_exists(cloud, bucket):
+        kept = True
         progress(f"  kept s3://{bucket} (results); `down --purge` deletes it")
     state.forget(run_id)
+    return removed, kept
 
 
 def _parse_time(text: str) -> datetime | None:

@@ -357,19 +357,26 @@ def delete_vpc(cloud: Cloud, vpc_id: str) -> None:
     _retry_dependency(f"VPC {vpc_id}", cloud.ec2.delete_vpc, VpcId=vpc_id)
 
 
-def destroy_network(cloud: Cloud, run_id: str) -> None:
-    """Delete every network piece tagged with the run, in dependency order (instances gone)."""
+def destroy_network(cloud: Cloud, run_id: str) -> int:
+    """Delete every network piece tagged with the run, in dependency order (instances gone);
+    returns how many pieces there were."""
     ec2 = cloud.ec2
     f = run_filter(run_id)
     gids = [g["GroupId"] for g in ec2.describe_security_groups(Filters=f)["SecurityGroups"]]
     if gids:
         progress(f"  deleting {len(gids)} security group(s)")
         delete_groups(cloud, gids)
+    n = len(gids)
     for s in ec2.describe_subnets(Filters=f)["Subnets"]:
         _delete_subnet(cloud, s["SubnetId"])
+        n += 1
     for rt in ec2.describe_route_tables(Filters=f)["RouteTables"]:
         _delete_route_table(cloud, rt["RouteTableId"])
+        n += 1
     for igw in ec2.describe_internet_gateways(Filters=f)["InternetGateways"]:
         _delete_igw(cloud, igw["InternetGatewayId"])
+        n += 1
     for v in ec2.describe_vpcs(Filters=f)["Vpcs"]:
         delete_vpc(cloud, v["VpcId"])
+        n += 1
+    return n

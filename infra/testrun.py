@@ -7,6 +7,7 @@ import base64
 import json
 import re
 import shlex
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -132,10 +133,25 @@ def _locust_workers(cloud: Cloud, workers: list[instances.Node]) -> int:
     return sum(max(1, vcpus.get(n.instance_type, 1)) for n in workers)
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """A test's locustfile, checked locally (before any AWS call): path and declared servers."""
+
+    path: Path
+    servers: list[dict[str, Any]]
+
+
+def prepare(locustfile: str) -> Prepared:
+    path = (ROOT / locustfile).resolve()
+    if not path.is_file() or ROOT not in path.parents:
+        raise UsageError(f"{locustfile}: no such locustfile inside the repository")
+    return Prepared(path, declared_servers(path))
+
+
 def run(
     cloud: Cloud,
     run_id: str,
-    locustfile: str,
+    test: Prepared,
     *,
     users: int,
     spawn_rate: float,
@@ -145,11 +161,9 @@ def run(
     web: bool = False,
 ) -> int:
     """Configure the servers the scenario declares, start the master's unit, wait, report."""
-    path = (ROOT / locustfile).resolve()
-    if not path.is_file() or ROOT not in path.parents:
-        raise UsageError(f"{locustfile}: no such locustfile inside the repository")
+    path, wanted = test.path, test.servers
+    locustfile = path.relative_to(ROOT).as_posix()
     seconds = timespan_seconds(run_time)
-    wanted = declared_servers(path)
     ns = instances.nodes(cloud, run_id, ["running"])
     master = next((n for n in ns if n.role == "master"), None)
     server = next((n for n in ns if n.role == "server"), None)
