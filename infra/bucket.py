@@ -1,25 +1,18 @@
-"""The run's S3 bucket (private, encrypted, TLS-only), the code tarball, and results transfer.
-
-The tarball is the local WORKING TREE as git sees it — tracked files as they are on disk plus
-untracked files that are not ignored — so uncommitted edits are what the nodes run; a
-``VERSION.json`` inside (and the object's metadata) records HEAD's commit and which files differ
-from it.
-"""
+"""The run's S3 bucket (private, encrypted, TLS-only), the code tarball's upload, and results
+transfer. What goes into the tarball is :mod:`infra.tarball`'s rule."""
 
 from __future__ import annotations
 
-import io
 import json
-import subprocess
-import tarfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from infra import tarball
 from infra.aws import Cloud, error_code, ignore_missing, progress
 from infra.ledger import Ledger
 from infra.spec import InfraError, code_key, results_prefix, tags
 
-ROOT = Path(__file__).resolve().parent.parent
 _GONE = ("NoSuchBucket", "404", "NotFound")
 
 
@@ -71,54 +64,30 @@ def ensure_bucket(cloud: Cloud, bucket: str, run_id: str, ledger: Ledger) -> Non
     s3.put_bucket_tagging(Bucket=bucket, Tagging={"TagSet": tags(run_id, "bucket")})
 
 
-def _git(*args: str) -> str:
-    try:
-        return subprocess.run(
-            ["git", *args], cwd=ROOT, check=True, capture_output=True, text=True, timeout=60
-        ).stdout
-    except (OSError, subprocess.SubprocessError) as e:
-        raise InfraError(f"git {' '.join(args)} failed in {ROOT}: {e}") from None
-
-
-def code_version() -> dict[str, Any]:
-    """HEAD's commit and the files whose working-tree content differs from it."""
-    status = [ln[3:] for ln in _git("status", "--porcelain").splitlines() if ln.strip()]
-    return {"commit": _git("rev-parse", "HEAD").strip(), "dirty": sorted(status)}
-
-
-def build_tarball() -> tuple[bytes, dict[str, Any]]:
-    """The working tree (tracked + untracked-not-ignored files) as a gzipped tar, in memory."""
-    files = sorted(set(_git("ls-files", "-z", "-c", "-o", "--exclude-standard").split("\0")) - {""})
-    version = code_version()
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for rel in files:
-            p = ROOT / rel
-            if p.is_file():  # a tracked file deleted on disk is simply absent
-                tar.add(p, arcname=rel, recursive=False)
-        blob = json.dumps(version, indent=2).encode()
-        info = tarfile.TarInfo("VERSION.json")
-        info.size = len(blob)
-        tar.addfile(info, io.BytesIO(blob))
-    return buf.getvalue(), version
-
-
-def upload_code(cloud: Cloud, bucket: str, run_id: str) -> dict[str, Any]:
+def upload_code(
+    cloud: Cloud, bucket: str, run_id: str, include: Iterable[str] = ()
+) -> dict[str, Any]:
     """Ship the code once per run (a second ``up`` keeps what the nodes already booted with)."""
     key = code_key(run_id)
     head = ignore_missing(cloud.s3.head_object, Bucket=bucket, Key=key, codes=_GONE)
     if head is not None:
         return {"commit": head.get("Metadata", {}).get("commit", "?"), "reused": True}
-    blob, version = build_tarball()
+    blob, version = tarball.build(include)
     cloud.s3.put_object(
         Bucket=bucket,
         Key=key,
         Body=blob,
         ServerSideEncryption="AES256",
-        Metadata={"commit": version["commit"], "dirty": str(len(version["dirty"]))},
+        Metadata={
+            "commit": version["commit"],
+            "dirty": str(len(version["dirty"])),
+            "files": str(len(version["files"])),
+            "withheld": str(len(version["withheld"])),
+        },
     )
-    dirty = f", {len(version['dirty'])} uncommitted change(s)" if version["dirty"] else ""
-    progress(f"  uploaded code {version['commit'][:12]}{dirty} ({len(blob) // 1024} KiB)")
+    for line in tarball.describe(version):
+        progress(f"  {line}")
+    progress(f"  uploaded the code ({len(blob) // 1024} KiB)")
     return version
 
 

@@ -13,7 +13,7 @@ from typing import Any, NoReturn
 import botocore.exceptions
 
 from echoswarm.argtypes import float_between
-from infra import interrupt, prices, state
+from infra import interrupt, prices, state, tarball
 from infra.aws import Cloud, check_region, error_text, progress
 from infra.spec import (
     DEFAULT_REGION,
@@ -92,6 +92,13 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--max-lifetime", default="2h", help="every node ends itself after this")
         sp.add_argument("--allow-cidr", help="who may open the web UI (8089); no rule if unset")
         sp.add_argument("--subnet", help="use this existing subnet instead of a new VPC")
+        sp.add_argument(
+            "--include",
+            action="append",
+            default=[],
+            metavar="PATH",
+            help="also ship this untracked file or directory (repeatable; secrets never ship)",
+        )
 
     shape(sub.add_parser("plan", parents=[common], help="what up would create, and its cost"))
     shape(sub.add_parser("up", parents=[common], help="create the run's machines"))
@@ -151,7 +158,8 @@ def plan_lines(spec: RunSpec, region: str, run_id: str) -> list[str]:
         f"  security group master: {MASTER_PORT} from workers; {web}; egress 443",
         f"  security group servers: {ports} from workers; egress 443",
         "  IAM role + instance profile: read code tarball, write results/<run-id>/ only, SSM agent",
-        "  S3 bucket echoswarm-<account>-<run-id>: private, SSE-S3, TLS only; code tarball",
+        "  S3 bucket echoswarm-<account>-<run-id>: private, SSE-S3, TLS only; code tarball"
+        " (tracked files + --include; never secret-looking files)",
         f"  every node: AL2023 (SSM public parameter), IMDSv2 required, {prices.ROOT_VOLUME_GB} GiB"
         f" gp3 encrypted, shuts down (= terminates) after {spec.max_lifetime_minutes} min",
         "  tags on everything: echoswarm=true, echoswarm:run=<run-id>, echoswarm:created, Name"
@@ -202,19 +210,23 @@ def dispatch(args: argparse.Namespace) -> int:
         check_run_id(args.run_id)
     if args.cmd == "plan":
         spec = spec_from(args)
+        include = tarball.check_includes(args.include)
         region = check_region(args.region or DEFAULT_REGION)
         for line in plan_lines(spec, region, args.run_id or "<new>"):
             print(line)
+        for line in tarball.describe(tarball.manifest(include)):
+            print(f"  {line}")
         return 0
     if args.cmd == "up":
         spec = spec_from(args)
+        include = tarball.check_includes(args.include)
         state.load()  # a malformed or unwritable state file stops `up` before AWS is touched
         state.check_writable()
         cloud = Cloud(args.region or DEFAULT_REGION, args.profile)
         run_id = args.run_id or new_run_id()
         from infra import lifecycle
 
-        result = lifecycle.up(cloud, run_id, spec, profile=args.profile)
+        result = lifecycle.up(cloud, run_id, spec, profile=args.profile, include=include)
         print(run_id)
         progress(f"up: run {run_id} ready ({result['created']} resource(s) created)")
         return 0

@@ -3,6 +3,7 @@ safe after a partial ``up``), and find/remove leftovers of any run in the region
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -27,7 +28,14 @@ def preflight(cloud: Cloud, spec: RunSpec) -> dict[str, dict[str, Any]]:
     return {itype: images[arch] for itype, arch in archs.items()}
 
 
-def up(cloud: Cloud, run_id: str, spec: RunSpec, *, profile: str | None) -> dict[str, Any]:
+def up(
+    cloud: Cloud,
+    run_id: str,
+    spec: RunSpec,
+    *,
+    profile: str | None,
+    include: Iterable[str] = (),
+) -> dict[str, Any]:
     images = preflight(cloud, spec)
     bucket = bucket_name(cloud.account, run_id)
     state.remember(
@@ -45,7 +53,7 @@ def up(cloud: Cloud, run_id: str, spec: RunSpec, *, profile: str | None) -> dict
     ledger = Ledger()
     try:
         s3b.ensure_bucket(cloud, bucket, run_id, ledger)
-        version = s3b.upload_code(cloud, bucket, run_id)
+        version = s3b.upload_code(cloud, bucket, run_id, include)
         profile_name = iam.ensure_profile(cloud, run_id, bucket, ledger)
         iam.wait_profile_usable(cloud, profile_name)
         net = network.ensure_network(cloud, run_id, spec, ledger)

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
+import subprocess
+import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +22,8 @@ import boto3
 import pytest
 
 from infra import cli
+from infra.spec import bucket_name
+from infra.tarball import ROOT
 
 REGION = "ap-northeast-1"
 VALIDATION_ENV = {
@@ -148,3 +153,30 @@ def leftovers(run_id: str) -> dict[str, list[str]]:
         "buckets": [b["Name"] for b in s3.list_buckets()["Buckets"] if run_id in b["Name"]],
     }
     return {k: v for k, v in left.items() if v}
+
+
+def tar_members(blob: bytes) -> dict[str, bytes]:
+    """{name: content} of a gzipped tarball; every member must be anonymous (no local user)."""
+    with tarfile.open(fileobj=io.BytesIO(blob)) as tar:
+        out = {}
+        for m in tar.getmembers():
+            assert (m.uid, m.gid, m.uname, m.gname) == (0, 0, "", ""), m.name
+            f = tar.extractfile(m)
+            out[m.name] = f.read() if f else b""
+        return out
+
+
+def shipped_code(run_id: str) -> tuple[dict[str, bytes], dict[str, Any], dict[str, str]]:
+    """(members, VERSION.json, object metadata) of the run's code tarball in (moto's) S3."""
+    obj = client("s3").get_object(
+        Bucket=bucket_name("123456789012", run_id), Key=f"code/{run_id}.tar.gz"
+    )
+    members = tar_members(obj["Body"].read())
+    return members, json.loads(members.pop("VERSION.json")), obj["Metadata"]
+
+
+def tracked_on_disk() -> set[str]:
+    out = subprocess.run(
+        ["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
+    return {t for t in out.split("\0") if t and (ROOT / t).is_file()}

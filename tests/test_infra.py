@@ -20,8 +20,10 @@ from tests.infra_fixtures import (
     leftovers,
     live_instances,
     moto_url,  # noqa: F401  (fixture)
+    shipped_code,
     snapshot,
     tag_map,
+    tracked_on_disk,
 )
 
 pytestmark = pytest.mark.timeout(60)
@@ -272,6 +274,10 @@ def test_hardening_lifetime_and_tags_on_every_resource(aws: str) -> None:  # noq
     assert enc["Rules"][0]["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
     block = s3.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"]
     assert all(block.values())
+    # The code tarball: tracked files only, each listed in VERSION.json (issue 11, item 2).
+    members, version, metadata = shipped_code(run_id)
+    assert set(members) == tracked_on_disk() == set(version["files"])
+    assert metadata["files"] == str(len(members))
     assert infra("down", "--purge").rc == 0
     assert leftovers(run_id) == {}
 
