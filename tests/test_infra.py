@@ -10,15 +10,21 @@ import sys
 from pathlib import Path
 
 import pytest
+from botocore.exceptions import ClientError
 
+from infra import bucket as s3b
 from infra import node
-from infra.spec import bucket_name
+from infra.aws import Cloud
+from infra.ledger import Ledger
+from infra.spec import bucket_name, new_run_id
 from tests.infra_fixtures import (
+    MotoTls,
     aws,  # noqa: F401  (fixture)
     client,
     infra,
     leftovers,
     live_instances,
+    moto_https,  # noqa: F401  (fixture)
     moto_url,  # noqa: F401  (fixture)
     shipped_code,
     snapshot,
@@ -300,3 +306,75 @@ def test_existing_subnet_is_used_and_left_alone(aws: str) -> None:  # noqa: F811
     bad = infra("up", "--subnet", "subnet-00000000000000000")
     assert bad.rc == 1 and "no such subnet" in bad.err.strip().splitlines()[-1], bad.err
     assert snapshot() == before  # refused before anything was created
+
+
+def test_reup_secures_a_bucket_left_bare_or_refuses_a_foreign_one(aws: str) -> None:  # noqa: F811
+    """A bucket an interrupted ``up`` left without its protections is taken over only after
+    each one is applied and read back; one tagged for another run is refused with one line."""
+    s3 = client("s3")
+    where = {"LocationConstraint": "ap-northeast-1"}
+    run_id = new_run_id()
+    bucket = bucket_name(ACCOUNT, run_id)
+    s3.create_bucket(Bucket=bucket, CreateBucketConfiguration=where)  # what a killed up leaves
+    r = infra("up", "--run-id", run_id, "--workers", "1", "--servers", "tcp")
+    assert r.rc == 0, r.err
+    assert f"reusing bucket s3://{bucket}" in r.err
+    block = s3.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"]
+    assert block == dict.fromkeys(block, True) and len(block) == 4
+    enc = s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]
+    assert enc["Rules"][0]["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
+    owner = s3.get_bucket_ownership_controls(Bucket=bucket)["OwnershipControls"]
+    assert owner["Rules"][0]["ObjectOwnership"] == "BucketOwnerEnforced"
+    tagset = s3.get_bucket_tagging(Bucket=bucket)["TagSet"]
+    assert tag_map({"Tags": tagset})["echoswarm:run"] == run_id
+    assert infra("down", "--purge").rc == 0
+    assert leftovers(run_id) == {}
+
+    other = new_run_id()
+    foreign = bucket_name(ACCOUNT, other)
+    s3.create_bucket(Bucket=foreign, CreateBucketConfiguration=where)
+    s3.put_bucket_tagging(
+        Bucket=foreign, Tagging={"TagSet": [{"Key": "echoswarm:run", "Value": "someone-else"}]}
+    )
+    before = snapshot()
+    try:
+        r = infra("up", "--run-id", other, "--workers", "1", "--servers", "tcp")
+        assert r.rc == 1
+        last = r.err.strip().splitlines()[-1]
+        assert foreign in last and "refused" in last, r.err
+        assert snapshot() == before
+        with pytest.raises(ClientError):  # left exactly as it was: no protections added
+            s3.get_public_access_block(Bucket=foreign)
+    finally:
+        s3.delete_bucket(Bucket=foreign)
+
+
+def test_over_tls_a_reused_bucket_gets_the_tls_only_policy_and_it_is_checked(
+    aws: str,  # noqa: F811
+    moto_https: MotoTls,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The TLS-only policy is applied only over https (moto, ignoring the policy's condition,
+    would then refuse every object call: so this stays at the bucket level)."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", moto_https.url)
+    monkeypatch.setenv("AWS_CA_BUNDLE", str(moto_https.ca_bundle))
+    cloud = Cloud("ap-northeast-1")
+    run_id = new_run_id()
+    bucket = bucket_name(ACCOUNT, run_id)
+    s3 = cloud.s3
+    assert s3.meta.endpoint_url.startswith("https://127.0.0.1:")
+    s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": cloud.region})
+    try:
+        s3b.ensure_bucket(cloud, bucket, run_id, Ledger())
+        (statement,) = json.loads(s3.get_bucket_policy(Bucket=bucket)["Policy"])["Statement"]
+        assert statement["Effect"] == "Deny"
+        assert statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+        assert s3b.check_protections(cloud, bucket, run_id, tls_policy=True) == []
+        s3.delete_bucket_policy(Bucket=bucket)  # the check does notice a missing protection
+        s3.delete_public_access_block(Bucket=bucket)
+        assert s3b.check_protections(cloud, bucket, run_id, tls_policy=True) == [
+            "public access not fully blocked",
+            "no TLS-only policy",
+        ]
+    finally:
+        s3b.purge_bucket(cloud, bucket)
