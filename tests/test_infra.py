@@ -378,3 +378,55 @@ def test_over_tls_a_reused_bucket_gets_the_tls_only_policy_and_it_is_checked(
         ]
     finally:
         s3b.purge_bucket(cloud, bucket)
+
+
+def _ipv6_rules(run_id: str) -> list[tuple[str, str, str]]:
+    """(group name, direction, IPv6 CIDR) of every IPv6 rule in the run's groups."""
+    out = []
+    groups = client("ec2").describe_security_groups(
+        Filters=[{"Name": "tag:echoswarm:run", "Values": [run_id]}]
+    )["SecurityGroups"]
+    for g in groups:
+        for direction in ("IpPermissions", "IpPermissionsEgress"):
+            for p in g[direction]:
+                out += [(g["GroupName"], direction, r["CidrIpv6"]) for r in p.get("Ipv6Ranges", [])]
+    return out
+
+
+def test_ipv6_rules_are_revoked_in_a_dual_stack_subnet_and_on_reup(aws: str) -> None:  # noqa: F811
+    ec2 = client("ec2")
+    vpc = ec2.create_vpc(CidrBlock="10.88.0.0/16", AmazonProvidedIpv6CidrBlock=True)["Vpc"]
+    subnet = ec2.create_subnet(VpcId=vpc["VpcId"], CidrBlock="10.88.1.0/24")["Subnet"]
+    try:
+        r = infra("up", "--workers", "1", "--servers", "tcp", "--subnet", subnet["SubnetId"])
+        assert r.rc == 0, r.err
+        run_id = r.out.strip().splitlines()[-1]
+        assert _ipv6_rules(run_id) == []  # AWS's default egress to ::/0 is gone too
+        groups = {
+            tag_map(g)["Name"].rsplit("-", 1)[1]: g["GroupId"]
+            for g in ec2.describe_security_groups(
+                Filters=[{"Name": "tag:echoswarm:run", "Values": [run_id]}]
+            )["SecurityGroups"]
+        }
+        open_v6 = {"IpProtocol": "tcp", "FromPort": 8089, "ToPort": 8089}
+        ec2.authorize_security_group_ingress(
+            GroupId=groups["master"],
+            IpPermissions=[{**open_v6, "Ipv6Ranges": [{"CidrIpv6": "::/0"}]}],
+        )
+        ec2.authorize_security_group_egress(
+            GroupId=groups["workers"],
+            IpPermissions=[{"IpProtocol": "-1", "Ipv6Ranges": [{"CidrIpv6": "::/0"}]}],
+        )
+        assert len(_ipv6_rules(run_id)) == 2
+        again = infra(
+            "up", "--run-id", run_id, "--workers", "1", "--servers", "tcp",
+            "--subnet", subnet["SubnetId"],
+        )  # fmt: skip
+        assert again.rc == 0, again.err
+        assert "revoking unintended ingress rule ('tcp', 8089, 8089, '::/0')" in again.err
+        assert _ipv6_rules(run_id) == []
+        assert infra("down", "--purge").rc == 0
+        assert leftovers(run_id) == {}
+    finally:
+        ec2.delete_subnet(SubnetId=subnet["SubnetId"])
+        ec2.delete_vpc(VpcId=vpc["VpcId"])
