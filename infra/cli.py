@@ -20,6 +20,7 @@ from infra.spec import (
     MASTER_PORT,
     MAX_LIFETIME_MINUTES,
     MAX_WORKERS,
+    MIN_WEB_PREFIX,
     SUBNET_CIDR,
     VPC_CIDR,
     WEB_PORT,
@@ -90,7 +91,16 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--servers", default="grpc,ws,tcp", help="kinds on the server node")
         sp.add_argument("--spot", action="store_true", help="workers on spot capacity")
         sp.add_argument("--max-lifetime", default="2h", help="every node ends itself after this")
-        sp.add_argument("--allow-cidr", help="who may open the web UI (8089); no rule if unset")
+        sp.add_argument(
+            "--allow-cidr",
+            help="also let these addresses open the web UI directly (8089, plain HTTP, no login;"
+            " default: no open port, the UI is reached through an SSM port forward)",
+        )
+        sp.add_argument(
+            "--allow-wide-cidr",
+            action="store_true",
+            help=f"accept an --allow-cidr wider than /{MIN_WEB_PREFIX}",
+        )
         sp.add_argument("--subnet", help="use this existing subnet instead of a new VPC")
         sp.add_argument(
             "--include",
@@ -133,7 +143,9 @@ def spec_from(args: argparse.Namespace) -> RunSpec:
         servers=parse_servers(args.servers),
         spot=args.spot,
         max_lifetime_minutes=parse_lifetime(args.max_lifetime),
-        allow_cidr=parse_cidr(args.allow_cidr) if args.allow_cidr else None,
+        allow_cidr=(
+            parse_cidr(args.allow_cidr, wide_ok=args.allow_wide_cidr) if args.allow_cidr else None
+        ),
         subnet_id=args.subnet,
     )
 
@@ -149,7 +161,11 @@ def plan_lines(spec: RunSpec, region: str, run_id: str) -> list[str]:
             "  internet gateway + route table (0.0.0.0/0 → gateway, outbound only)",
         ]
     )
-    web = f"{WEB_PORT} from {spec.allow_cidr}" if spec.allow_cidr else f"no {WEB_PORT} rule"
+    web = (
+        f"{WEB_PORT} from {spec.allow_cidr} (direct web UI)"
+        if spec.allow_cidr
+        else f"no {WEB_PORT} rule (web UI only through an SSM port forward)"
+    )
     lines = [
         f"plan for run {run_id} in {region} (nothing is created by plan)",
         *net,

@@ -65,7 +65,7 @@ def build_argv(args: argparse.Namespace, config: dict[str, Any]) -> list[str]:
         bind_host=config.get("bind_host", "0.0.0.0"),
         bind_port=int(config.get("bind_port", 5557)),
         web=bool(config.get("web")),
-        web_host=config.get("bind_host", "0.0.0.0"),
+        web_host=config.get("web_host", "127.0.0.1"),  # loopback: reached by SSM port forward
         # with the web UI the master would stay up after the test: quit soon after it ends
         extra=[*targets, *(["--autoquit", str(WEB_AUTOQUIT_S)] if config.get("web") else [])]
         + list(config.get("extra", [])),

@@ -16,7 +16,7 @@ from echoswarm.scenario import ScenarioError, read_servers
 from infra import bucket as s3b
 from infra import instances, prices
 from infra.aws import Cloud, error_code, error_text, ignore_missing, poll, progress
-from infra.spec import InfraError, UsageError, bucket_name, results_prefix
+from infra.spec import WEB_PORT, InfraError, UsageError, bucket_name, results_prefix
 from infra.userdata import MASTER_CONFIG, MASTER_UNIT, server_config_path, server_unit_name
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -186,6 +186,7 @@ def run(
         if inv.get("Status") != "Success":
             raise InfraError(f"configuring the servers failed: {inv.get('StandardErrorContent')}")
     bucket = bucket_name(cloud.account, run_id)
+    direct_cidr = record.get("spec", {}).get("allow_cidr") or None
     config = {
         "run_id": run_id,
         "locustfile": path.relative_to(ROOT).as_posix(),
@@ -207,6 +208,9 @@ def run(
         # A worker node that never comes up must fail the test, not hang it.
         "extra": ["--expect-workers-max-wait", str(WORKERS_MAX_WAIT_S), *extra],
         "web": web,
+        # The UI listens on the master's loopback (reached through an SSM port forward) unless
+        # `up --allow-cidr` asked for direct access from those addresses too.
+        "web_host": "0.0.0.0" if direct_cidr else "127.0.0.1",
         "results_dir": f"{NODE_RESULTS}/{run_id}",
         "bucket": bucket,
         "prefix": results_prefix(run_id),
@@ -220,9 +224,8 @@ def run(
         "exit $rc",
     ]
     if web:
-        allowed = record.get("spec", {}).get("allow_cidr")
-        where = f"from {allowed} only" if allowed else "by nobody: `up` had no --allow-cidr"
-        progress(f"web UI: http://{master.public_ip or master.private_ip}:8089 (reachable {where})")
+        for line in web_lines(cloud.region, master, direct_cidr):
+            progress(line)
     budget = seconds + 600  # spawn, workers reconnecting after the last test, the upload
     progress(f"run {run_id}: {locustfile} -u {users} -r {spawn_rate:g} -t {run_time}")
     cid = _send(cloud, master.instance_id, script, budget, "start the test")
@@ -243,6 +246,27 @@ def run(
         return code if code > 0 else 3
     print(f"results: s3://{bucket}/{results_prefix(run_id)} — `python -m infra fetch` next")
     return 0
+
+
+def web_lines(region: str, master: instances.Node, direct_cidr: str | None) -> list[str]:
+    """How to open the web UI: an SSM port forward (always), and directly if allowed."""
+    forward = (
+        f"aws ssm start-session --region {region} --target {master.instance_id} "
+        "--document-name AWS-StartPortForwardingSession "
+        f"--parameters portNumber={WEB_PORT},localPortNumber={WEB_PORT}"
+    )
+    lines = [
+        f"web UI: in another terminal run   {forward}",
+        f"        then open http://127.0.0.1:{WEB_PORT}  (SSM's tunnel: TLS, your IAM identity;"
+        " needs the session-manager-plugin)",
+    ]
+    if direct_cidr:
+        host = master.public_ip or master.private_ip
+        lines.append(
+            f"        or directly: http://{host}:{WEB_PORT} from {direct_cidr} only"
+            " (plain HTTP, no login)"
+        )
+    return lines
 
 
 def status(cloud: Cloud, run_id: str) -> list[str]:

@@ -81,9 +81,12 @@ def test_full_cycle_up_status_run_fetch_down(aws: str, tmp_path: Path) -> None: 
 
     r = infra("run", "tests/infra_scenario.py", "-u", "4", "-r", "2", "-t", "5s", "--web")
     assert r.rc == 0, r.err
-    config = _sent_master_config()
+    config = _sent_master_config(run_id)
     assert config["web"] is True
-    assert re.search(r"web UI: http://[\d.]+:8089 \(reachable from 203\.0\.113\.0/24 only\)", r.err)
+    assert config["web_host"] == "0.0.0.0"  # --allow-cidr asked for direct access too
+    master_id = roles["master"][0]["InstanceId"]
+    assert f"aws ssm start-session --region ap-northeast-1 --target {master_id}" in r.err
+    assert re.search(r"directly: http://[\d.]+:8089 from 203\.0\.113\.0/24 only", r.err), r.err
     server_ip = roles["server"][0]["PrivateIpAddress"]
     assert config["expect_workers"] == 4  # 2 nodes × 2 vCPUs (c7i.large), one process each
     assert config["extra"] == ["--expect-workers-max-wait", "600"]
@@ -144,9 +147,15 @@ def _decoded_json(script: str, path: str) -> dict:
     return json.loads(base64.b64decode(m.group(1)))
 
 
-def _sent_master_config() -> dict:
-    (script,) = _sent_commands("systemctl start echoswarm-master.service")
-    return _decoded_json(script, "/etc/echoswarm/master-run.json")
+def _sent_master_config(run_id: str) -> dict:
+    """The master config the last ``run`` of ``run_id`` sent (moto keeps every run's commands)."""
+    configs = [
+        _decoded_json(script, "/etc/echoswarm/master-run.json")
+        for script in _sent_commands("systemctl start echoswarm-master.service")
+    ]
+    mine = [c for c in configs if c["run_id"] == run_id]
+    assert mine, configs
+    return mine[-1]
 
 
 def test_security_group_rules_are_exactly_the_intended_set(aws: str) -> None:  # noqa: F811
@@ -210,6 +219,18 @@ def test_security_group_rules_are_exactly_the_intended_set(aws: str) -> None:  #
     assert rules(after[gid["servers"]]["IpPermissions"]) == rules(
         groups["servers"]["IpPermissions"]
     )
+    # Without --allow-cidr the web UI listens on the master's loopback only: reached through
+    # an SSM port forward (TLS, the caller's IAM identity), never an open port (item 7).
+    r = infra("run", "tests/infra_scenario.py", "-u", "2", "-r", "1", "-t", "5s", "--web")
+    assert r.rc == 0, r.err
+    assert _sent_master_config(run_id)["web_host"] == "127.0.0.1"
+    master_id = by_role(run_id)["master"][0]["InstanceId"]
+    assert (
+        f"aws ssm start-session --region ap-northeast-1 --target {master_id} "
+        "--document-name AWS-StartPortForwardingSession "
+        "--parameters portNumber=8089,localPortNumber=8089" in r.err
+    ), r.err
+    assert "directly" not in r.err and "http://127.0.0.1:8089" in r.err
 
 
 def test_hardening_lifetime_and_tags_on_every_resource(aws: str) -> None:  # noqa: F811

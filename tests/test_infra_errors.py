@@ -21,6 +21,9 @@ pytestmark = pytest.mark.timeout(60)
 USAGE_ERRORS = [
     (["up", "--allow-cidr", "10.0.0.300/8"], "not a valid IPv4 CIDR"),
     (["up", "--allow-cidr", "0.0.0.0/0"], "refused"),
+    (["up", "--allow-cidr", "0.0.0.0/1"], "--allow-wide-cidr"),
+    (["up", "--allow-cidr", "10.0.0.0/8"], "--allow-wide-cidr"),
+    (["up", "--allow-cidr", "0.0.0.0/0", "--allow-wide-cidr"], "refused"),
     (["up", "--max-lifetime", "3d"], "--max-lifetime"),
     (["up", "--servers", "grpc,http"], "--servers"),
     (["up", "--workers", "0"], "--workers"),
@@ -67,6 +70,16 @@ def test_no_credentials_is_one_clear_line(aws: str, monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     assert snapshot() == before
+
+
+def test_a_wide_web_cidr_needs_its_own_flag(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # plan is offline
+    ok = infra("plan", "--allow-cidr", "198.51.100.0/24")
+    assert ok.rc == 0 and "8089 from 198.51.100.0/24" in ok.out, ok.err
+    wide = infra("plan", "--allow-cidr", "10.0.0.0/8", "--allow-wide-cidr")
+    assert wide.rc == 0 and "8089 from 10.0.0.0/8" in wide.out, wide.err
+    none = infra("plan")
+    assert none.rc == 0 and "web UI only through an SSM port forward" in none.out, none.out
 
 
 def test_plan_needs_no_network(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:

@@ -192,7 +192,7 @@ def test_units_run_exactly_the_commands_of_echoswarm_commands(tmp_path: Path) ->
         results_dir="/var/lib/echoswarm/results/r1",
         bind_host="0.0.0.0",
         web=True,
-        web_host="0.0.0.0",
+        web_host="127.0.0.1",  # loopback unless the config says otherwise
         extra=["--ws-url", "ws://10.77.1.7:8765/echo", "--autoquit", "60"]
         + ["--frame-bytes", "3200"],
         python=py,
