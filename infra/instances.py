@@ -144,13 +144,17 @@ def launch(
     user_data: str,
     spec: RunSpec,
     ledger: Ledger,
+    expires: datetime | None = None,
 ) -> list[Node]:
-    """Make sure ``count`` live instances of ``role`` exist; launch only the missing ones."""
+    """Make sure ``count`` live instances of ``role`` exist; launch only the missing ones.
+
+    ``expires`` (the deadline the user-data's lifetime guard enforces) becomes the
+    ``echoswarm:expires`` tag."""
     have = [n for n in nodes(cloud, run_id, LIVE_STATES) if n.role == role]
     missing = count - len(have)
     if missing <= 0:
         return have
-    expires = datetime.now(UTC) + timedelta(minutes=spec.max_lifetime_minutes)
+    expires = expires or datetime.now(UTC) + timedelta(minutes=spec.max_lifetime_minutes)
     tagset = tags(run_id, role, role=role, **{TAG_EXPIRES: expires.strftime("%Y-%m-%dT%H:%M:%SZ")})
     kw: dict[str, Any] = {
         "ImageId": image["ImageId"],

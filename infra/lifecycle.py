@@ -59,12 +59,15 @@ def up(
         net = network.ensure_network(cloud, run_id, spec, ledger)
 
         def launch(role: str, count: int, itype: str, group: str, **ud: Any) -> list[Any]:
+            # One deadline for the tag and the node's own guard (infra.userdata).
+            expires = datetime.now(UTC) + timedelta(minutes=spec.max_lifetime_minutes)
             data = userdata.cloud_config(
                 role,
                 run_id,
                 bucket=bucket,
                 region=cloud.region,
                 lifetime_minutes=spec.max_lifetime_minutes,
+                expires_epoch=int(expires.timestamp()),
                 **ud,
             )
             return instances.launch(
@@ -80,6 +83,7 @@ def up(
                 user_data=data,
                 spec=spec,
                 ledger=ledger,
+                expires=expires,
             )
 
         launch("server", 1, spec.server_type, "servers", servers=spec.server_ports())

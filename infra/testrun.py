@@ -16,6 +16,7 @@ from echoswarm.scenario import ScenarioError, read_servers
 from infra import bucket as s3b
 from infra import instances, prices
 from infra.aws import Cloud, error_code, error_text, ignore_missing, poll, progress
+from infra.guard import GUARD_REPORT, Guard, parse_guard
 from infra.spec import WEB_PORT, InfraError, UsageError, bucket_name, results_prefix
 from infra.userdata import MASTER_CONFIG, MASTER_UNIT, server_config_path, server_unit_name
 
@@ -24,6 +25,7 @@ NODE_RESULTS = "/var/lib/echoswarm/results"
 TERMINAL = {"Success", "Failed", "Cancelled", "TimedOut", "DeliveryTimedOut", "Undeliverable"}
 WORKERS_MAX_WAIT_S = 600  # worker nodes still installing when the test starts
 SSM_READY_TIMEOUT = 900.0  # a fresh node installs Python and the requirements first
+GUARD_TIMEOUT = 30.0  # status waits this long for the nodes' guard reports
 TIMESPAN_RE = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s?)?$")
 
 
@@ -269,10 +271,72 @@ def web_lines(region: str, master: instances.Node, direct_cidr: str | None) -> l
     return lines
 
 
+def node_guards(cloud: Cloud, ns: list[instances.Node]) -> dict[str, Guard]:
+    """Ask each node (SSM Run Command) for its guard; a node that does not answer in time has
+    a Guard with a note saying why."""
+    params = {"commands": [GUARD_REPORT], "executionTimeout": ["20"]}
+    sent: dict[str, str] = {}
+    out: dict[str, Guard] = {}
+    for n in ns:
+        try:
+            resp = cloud.ssm.send_command(
+                InstanceIds=[n.instance_id],
+                DocumentName="AWS-RunShellScript",
+                Comment="echoswarm: lifetime guard report",
+                Parameters=params,
+                TimeoutSeconds=30,
+            )
+            sent[n.instance_id] = resp["Command"]["CommandId"]
+        except Exception as e:
+            if error_code(e) != "InvalidInstanceId":
+                raise
+            out[n.instance_id] = Guard(False, note="no answer: SSM agent not registered yet")
+    answers: dict[str, dict[str, Any]] = {}
+
+    def check() -> tuple[bool, str]:
+        for iid, cid in sent.items():
+            if iid not in answers:
+                inv = ignore_missing(
+                    cloud.ssm.get_command_invocation,
+                    CommandId=cid,
+                    InstanceId=iid,
+                    codes=("InvocationDoesNotExist",),
+                )
+                if inv and inv["Status"] in TERMINAL:
+                    answers[iid] = inv
+        return len(answers) == len(sent), f"{len(answers)}/{len(sent)} node(s) answered"
+
+    try:
+        poll("lifetime guards", check, timeout=GUARD_TIMEOUT, interval=2)
+    except InfraError:
+        pass  # those that did not answer are reported as such
+    for iid in sent:
+        inv = answers.get(iid)
+        guard = parse_guard((inv or {}).get("StandardOutputContent") or "")
+        if not guard.answered:
+            why = f"SSM {inv['Status']} but no report" if inv else "no answer in time"
+            guard = Guard(False, note=why)
+        out[iid] = guard
+    return out
+
+
+def _guard_text(g: Guard | None, now: datetime) -> str:
+    if g is None:
+        return ""
+    if g.ends is not None:
+        return (
+            f"  guard: ends {g.ends:%H:%M:%SZ} (in {(g.ends - now).total_seconds() / 60:.0f} min)"
+        )
+    return f"  guard: {'NONE, ' if g.answered and not g.active else ''}{g.note}"
+
+
 def status(cloud: Cloud, run_id: str) -> list[str]:
-    """Lines: one per node (role, id, type, state, age, cost so far) and the totals."""
+    """Lines: one per node (role, id, type, state, age, cost so far, its own lifetime guard)
+    and the totals."""
     now = datetime.now(UTC)
     ns = instances.nodes(cloud, run_id)
+    live = [n for n in ns if n.state in ("pending", "running")]
+    guards = node_guards(cloud, [n for n in live if n.state == "running"])
     lines = [f"run {run_id} in {cloud.region}: {len(ns)} instance(s)"]
     total = 0.0
     for n in ns:
@@ -283,10 +347,24 @@ def status(cloud: Cloud, run_id: str) -> list[str]:
             f"  {n.role:<7} {n.instance_id:<20} {n.instance_type:<11} {n.state:<13} "
             f"{n.private_ip:<15} {age_min:6.0f} min  {prices.money(cost)}"
             + (" spot" if n.spot else "")
+            + _guard_text(guards.get(n.instance_id), now)
         )
-    live = [n for n in ns if n.state in ("pending", "running")]
-    if live:
-        lines.append(f"  lifetime guard: first node ends itself at {min(n.expires for n in live)}")
+    ends = [g.ends for g in guards.values() if g.ends is not None]
+    unguarded = [iid for iid, g in guards.items() if g.answered and not g.active]
+    silent = [iid for iid, g in guards.items() if not g.answered]
+    if ends:
+        lines.append(
+            "  lifetime guard (each node's own systemd timer): first node ends itself at "
+            f"{min(ends):%Y-%m-%dT%H:%M:%SZ}"
+        )
+    if unguarded:
+        lines.append(f"  WARNING: no active lifetime guard on {', '.join(unguarded)}")
+    if silent:
+        tag = min((n.expires for n in live if n.instance_id in silent and n.expires), default="?")
+        lines.append(
+            f"  lifetime guard of {len(silent)} node(s) not reported (see their lines); "
+            f"their echoswarm:expires tag says {tag}"
+        )
     seen = live_line(cloud, bucket_name(cloud.account, run_id), run_id)
     lines.append(f"  master sees: {seen or 'no test running (no live.json yet)'}")
     lines.append(f"  cost so far (estimate, prices of {prices.AS_OF}): ${total:.4f}")

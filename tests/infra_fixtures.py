@@ -255,3 +255,38 @@ def tracked_on_disk() -> set[str]:
         ["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, text=True, check=True
     ).stdout
     return {t for t in out.split("\0") if t and (ROOT / t).is_file()}
+
+
+FAKE_SYSTEMD = {
+    # Each records its argv, then acts as FAKE_* say: enough of PID 1's tools for the guard's
+    # shell scripts to run here (the scripts are what is tested, not systemd).
+    "systemd-run": 'echo "systemd-run $*" >> "$FAKE_LOG"; exit "${FAKE_RUN_RC:-0}"',
+    "systemctl": (
+        'echo "systemctl $*" >> "$FAKE_LOG"\n'
+        'case "$1" in is-active)\n'
+        '  [ "$2" = --quiet ] || echo "${FAKE_TIMER:-active}"\n'
+        '  [ "${FAKE_TIMER:-active}" = active ];;\n'
+        "*) exit 0;; esac"
+    ),
+    "busctl": (
+        '[ "${FAKE_TIMER:-active}" = active ] || exit 1\n'
+        'awk -v left="$FAKE_LEFT_S" \'{printf "t %.0f\\n", ($1 + left) * 1000000}\' /proc/uptime'
+    ),
+}
+
+
+def fake_systemd(where: Path) -> Path:
+    """A directory of stand-ins for systemd-run, systemctl and busctl (put it first on PATH)."""
+    where.mkdir(parents=True, exist_ok=True)
+    for name, body in FAKE_SYSTEMD.items():
+        (where / name).write_text("#!/bin/sh\n" + body + "\n")
+        (where / name).chmod(0o755)
+    return where
+
+
+def run_with_fake_systemd(
+    script: str, bin_dir: Path, log: Path, **fake: str
+) -> subprocess.CompletedProcess[str]:
+    env = {"PATH": f"{bin_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}", "FAKE_LOG": str(log)}
+    env.update({f"FAKE_{k.upper()}": v for k, v in fake.items()})
+    return subprocess.run(["sh", "-c", script], capture_output=True, text=True, env=env, timeout=20)

@@ -7,6 +7,7 @@ import base64
 import json
 import re
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -15,17 +16,20 @@ from botocore.exceptions import ClientError
 from infra import bucket as s3b
 from infra import node
 from infra.aws import Cloud
+from infra.guard import GUARD_MARK, guard_script
 from infra.ledger import Ledger
 from infra.spec import bucket_name, new_run_id
 from tests.infra_fixtures import (
     MotoTls,
     aws,  # noqa: F401  (fixture)
     client,
+    fake_systemd,
     infra,
     leftovers,
     live_instances,
     moto_https,  # noqa: F401  (fixture)
     moto_url,  # noqa: F401  (fixture)
+    run_with_fake_systemd,
     shipped_code,
     snapshot,
     tag_map,
@@ -77,7 +81,9 @@ def test_full_cycle_up_status_run_fetch_down(aws: str, tmp_path: Path) -> None: 
     for role in ("server", "master", "worker"):
         assert re.search(rf"^\s+{role}\s+i-\w+\s+c7i\.\w+\s+running", st.out, re.M), st.out
     assert "cost so far (estimate" in st.out
-    assert re.search(r"lifetime guard: first node ends itself at 20\d\d-", st.out), st.out
+    # moto runs no SSM command: the nodes "answer" with nothing, and status says so (the
+    # node-reported guard is checked in the hardening test, with the nodes played).
+    assert re.search(r"guard of 4 node\(s\) not reported .* tag says 20\d\d-", st.out), st.out
 
     r = infra("run", "tests/infra_scenario.py", "-u", "4", "-r", "2", "-t", "5s", "--web")
     assert r.rc == 0, r.err
@@ -233,7 +239,36 @@ def test_security_group_rules_are_exactly_the_intended_set(aws: str) -> None:  #
     assert "directly" not in r.err and "http://127.0.0.1:8089" in r.err
 
 
-def test_hardening_lifetime_and_tags_on_every_resource(aws: str) -> None:  # noqa: F811
+def _nodes_answer_guard_reports(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, unguarded: set[str]
+) -> None:
+    """moto never runs SSM commands: play the nodes for the guard report — the exact script
+    ``status`` sent runs here, with systemd's tools stood in (the timer: 90 min left; on the
+    ``unguarded`` nodes: no timer)."""
+    from moto.ssm.models import Command
+
+    real = Command.invocation_response
+    bin_dir = fake_systemd(tmp_path / "fake-systemd")
+
+    def answer(self, instance_id, plugin_name):  # runs in the moto server's thread
+        resp = real(self, instance_id, plugin_name)
+        script = "\n".join(self.parameters.get("commands", []))
+        if GUARD_MARK in script:
+            timer = "inactive" if instance_id in unguarded else "active"
+            r = run_with_fake_systemd(
+                script, bin_dir, tmp_path / "guard.log", left_s="5400", timer=timer
+            )
+            resp["StandardOutputContent"] = r.stdout
+        return resp
+
+    monkeypatch.setattr(Command, "invocation_response", answer)
+
+
+def test_hardening_lifetime_and_tags_on_every_resource(
+    aws: str,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
     run_id = up("--spot")
     ec2, iam, s3 = client("ec2"), client("iam"), client("s3")
     insts = live_instances(run_id)
@@ -248,8 +283,10 @@ def test_hardening_lifetime_and_tags_on_every_resource(aws: str) -> None:  # noq
         assert behaviour == "terminate"
         ud = ec2.describe_instance_attribute(InstanceId=iid, Attribute="userData")["UserData"]
         doc = json.loads(base64.b64decode(ud["Value"]).decode().split("\n", 1)[1])
-        assert doc["bootcmd"][0][:3] == ["shutdown", "-P", "+90"]
         t = tag_map(i)
+        expires = datetime.strptime(t["echoswarm:expires"], "%Y-%m-%dT%H:%M:%SZ")
+        deadline = int(expires.replace(tzinfo=UTC).timestamp())
+        assert doc["bootcmd"] == [["sh", "-c", guard_script(90, deadline)]]  # tag = guard
         assert t["echoswarm"] == "true" and t["echoswarm:run"] == run_id
         assert "echoswarm:expires" in t
         assert (i.get("InstanceLifecycle") == "spot") == (t["echoswarm:role"] == "worker")
@@ -305,6 +342,23 @@ def test_hardening_lifetime_and_tags_on_every_resource(aws: str) -> None:  # noq
     members, version, metadata = shipped_code(run_id)
     assert set(members) == tracked_on_disk() == set(version["files"])
     assert metadata["files"] == str(len(members))
+
+    # status reports each node's own guard, as its PID 1 tells it (issue 11, item 5).
+    unguarded = next(i["InstanceId"] for i in insts if tag_map(i)["echoswarm:role"] == "worker")
+    _nodes_answer_guard_reports(monkeypatch, tmp_path, {unguarded})
+    st = infra("status")
+    assert st.rc == 0, st.err
+    node_lines = [
+        ln for ln in st.out.splitlines() if re.match(r"\s+(server|master|worker)\s+i-", ln)
+    ]
+    assert len(node_lines) == 4, st.out
+    for line in node_lines:
+        if unguarded in line:
+            assert line.endswith("guard: NONE, timer inactive"), line
+        else:
+            assert re.search(r"guard: ends \d\d:\d\d:\d\dZ \(in (89|90) min\)$", line), line
+    assert f"WARNING: no active lifetime guard on {unguarded}" in st.out
+    assert "first node ends itself at 20" in st.out and "not reported" not in st.out
     assert infra("down", "--purge").rc == 0
     assert leftovers(run_id) == {}
 
