@@ -17,6 +17,7 @@ from infra import bucket as s3b
 from infra import instances, prices
 from infra.aws import Cloud, error_code, error_text, ignore_missing, poll, progress
 from infra.guard import GUARD_REPORT, Guard, parse_guard
+from infra.interrupt import Interrupted
 from infra.spec import WEB_PORT, InfraError, UsageError, bucket_name, results_prefix
 from infra.userdata import MASTER_CONFIG, MASTER_UNIT, server_config_path, server_unit_name
 
@@ -231,14 +232,21 @@ def run(
     budget = seconds + 600  # spawn, workers reconnecting after the last test, the upload
     progress(f"run {run_id}: {locustfile} -u {users} -r {spawn_rate:g} -t {run_time}")
     cid = _send(cloud, master.instance_id, script, budget, "start the test")
-    inv = _wait_command(
-        cloud,
-        cid,
-        master.instance_id,
-        "test",
-        budget + 120,
-        live=lambda: live_line(cloud, bucket, run_id),
-    )
+    try:
+        inv = _wait_command(
+            cloud,
+            cid,
+            master.instance_id,
+            "test",
+            budget + 120,
+            live=lambda: live_line(cloud, bucket, run_id),
+        )
+    except Interrupted as e:  # only the watching stops: the test is the master's
+        raise Interrupted(
+            e.signum,
+            f"the test goes on on the master until -t {run_time} ends; "
+            "`python -m infra status` watches it, `python -m infra fetch` gets the results",
+        ) from None
     tail = (inv.get("StandardOutputContent") or "").strip().splitlines()[-5:]
     for line in tail:
         progress(f"  master: {line}")

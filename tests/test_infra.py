@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
+import signal
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -56,7 +58,29 @@ def by_role(run_id: str) -> dict[str, list[dict]]:
     return out
 
 
-def test_full_cycle_up_status_run_fetch_down(aws: str, tmp_path: Path) -> None:  # noqa: F811
+def _ctrl_c_while_watching_the_master(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first poll of the master's test delivers a SIGINT to this process (the CLI, running
+    in-process, has its handler installed by then)."""
+    from moto.ssm.models import SimpleSystemManagerBackend
+
+    real = SimpleSystemManagerBackend.get_command_invocation
+    sent: list[int] = []
+
+    def ctrl_c(self, command_id, instance_id, plugin_name):  # runs in the moto server's thread
+        script = "\n".join(self.get_command_by_id(command_id).parameters["commands"])
+        if not sent and "systemctl start echoswarm-master.service" in script:
+            sent.append(1)
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(self, command_id, instance_id, plugin_name)
+
+    monkeypatch.setattr(SimpleSystemManagerBackend, "get_command_invocation", ctrl_c)
+
+
+def test_full_cycle_up_status_run_fetch_down(
+    aws: str,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     run_id = up("--allow-cidr", CIDR)
     roles = by_role(run_id)
     assert {k: len(v) for k, v in roles.items()} == {"server": 1, "master": 1, "worker": 2}
@@ -85,6 +109,13 @@ def test_full_cycle_up_status_run_fetch_down(aws: str, tmp_path: Path) -> None: 
     # node-reported guard is checked in the hardening test, with the nodes played).
     assert re.search(r"guard of 4 node\(s\) not reported .* tag says 20\d\d-", st.out), st.out
 
+    # Ctrl-C while `run` watches: 130 and one line saying the test goes on (the master owns it).
+    _ctrl_c_while_watching_the_master(monkeypatch)
+    r = infra("run", "tests/infra_scenario.py", "-u", "4", "-r", "2", "-t", "5s")
+    assert r.rc == 130, r.err
+    last = r.err.strip().splitlines()[-1]
+    assert "interrupted by SIGINT; the test goes on on the master until -t 5s ends" in last
+
     r = infra("run", "tests/infra_scenario.py", "-u", "4", "-r", "2", "-t", "5s", "--web")
     assert r.rc == 0, r.err
     config = _sent_master_config(run_id)
@@ -102,7 +133,7 @@ def test_full_cycle_up_status_run_fetch_down(aws: str, tmp_path: Path) -> None: 
     ]
     bucket = bucket_name(ACCOUNT, run_id)
     assert (config["bucket"], config["prefix"]) == (bucket, f"results/{run_id}/")
-    (server_script,) = _sent_commands("echoswarm-server-tcp.service")
+    server_script = _sent_commands("echoswarm-server-tcp.service")[-1]  # (one per `run`)
     assert "systemctl restart echoswarm-server-tcp.service" in server_script
     assert _decoded_json(server_script, "/etc/echoswarm/server-tcp.json") == {
         "args": ["--model", "asyncio"]
