@@ -91,13 +91,13 @@ def up(
         launch("worker", spec.workers, spec.worker_type, "workers", master_host=master.private_ip)
         instances.wait_running(cloud, run_id)
     except BaseException as e:  # a signal half way must roll back too (infra.interrupt)
-        if isinstance(e, Interrupted):
-            cause = f"interrupted by {e.name}"
-        else:
-            cause = str(e) if isinstance(e, InfraError) else error_text(e)
-        if ledger.entries:
-            progress(f"up failed ({cause}); rolling back what this up created")
-        with interrupt.shielded():
+        with interrupt.shielded():  # first thing: no later signal may skip the rollback
+            if isinstance(e, Interrupted):
+                cause = f"interrupted by {e.name}"
+            else:
+                cause = str(e) if isinstance(e, InfraError) else error_text(e)
+            if ledger.entries:
+                progress(f"up failed ({cause}); rolling back what this up created")
             undone = len(ledger.entries)
             left = ledger.rollback()
         ignored = interrupt.ignored_count()
