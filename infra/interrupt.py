@@ -46,7 +46,6 @@ class Interrupted(BaseException):  # like KeyboardInterrupt: not caught by `exce
 
 @dataclass
 class _State:
-    installed: bool = False
     pending: int | None = None
     sleeping: bool = False
     shielded: int = 0
@@ -106,7 +105,7 @@ def installed() -> Iterator[None]:
     except ValueError:  # not the main thread (an embedding caller): leave signals alone
         yield
         return
-    _state = _State(installed=True)
+    _state = _State()
     try:
         yield
     finally:
