@@ -126,6 +126,31 @@ def _self_signed(where: Path) -> tuple[Path, Path]:
 
 
 @pytest.fixture
+def loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every HTTP request botocore sends from this process must go to 127.0.0.1 (the ``aws``
+    fixture includes this)."""
+    _only_loopback(monkeypatch)
+
+
+def _only_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A test that lost its endpoint fails here instead of reaching real AWS (child processes
+    inherit the loopback AWS_ENDPOINT_URL)."""
+    import urllib.parse
+
+    import botocore.httpsession
+
+    real = botocore.httpsession.URLLib3Session.send
+
+    def send(self: Any, request: Any) -> Any:
+        host = urllib.parse.urlsplit(request.url).hostname
+        if host != "127.0.0.1":
+            raise AssertionError(f"a test tried to reach {request.url}: only 127.0.0.1 is allowed")
+        return real(self, request)
+
+    monkeypatch.setattr(botocore.httpsession.URLLib3Session, "send", send)
+
+
+@pytest.fixture
 def aws(moto_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     """Environment for boto3 → the moto server, fake credentials, a private state file.
 
@@ -143,6 +168,7 @@ def aws(moto_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     monkeypatch.setenv("ECHOSWARM_STATE_FILE", str(tmp_path / "state.json"))
+    _only_loopback(monkeypatch)
     return moto_url
 
 

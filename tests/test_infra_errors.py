@@ -11,6 +11,7 @@ from tests.infra_fixtures import (
     aws,  # noqa: F401  (fixture)
     infra,
     leftovers,
+    loopback_only,  # noqa: F401  (fixture)
     moto_url,  # noqa: F401  (fixture)
     snapshot,
 )
@@ -72,6 +73,7 @@ def test_no_credentials_is_one_clear_line(aws: str, monkeypatch: pytest.MonkeyPa
     assert snapshot() == before
 
 
+@pytest.mark.usefixtures("loopback_only")
 def test_a_wide_web_cidr_needs_its_own_flag(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # plan is offline
     ok = infra("plan", "--allow-cidr", "198.51.100.0/24")
@@ -82,6 +84,7 @@ def test_a_wide_web_cidr_needs_its_own_flag(monkeypatch: pytest.MonkeyPatch, tmp
     assert none.rc == 0 and "web UI only through an SSM port forward" in none.out, none.out
 
 
+@pytest.mark.usefixtures("loopback_only")
 def test_plan_needs_no_network(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens there
     monkeypatch.setenv("ECHOSWARM_STATE_FILE", str(tmp_path / "state.json"))
@@ -255,6 +258,7 @@ BOUNDS = [
 ]
 
 
+@pytest.mark.usefixtures("loopback_only")
 def test_numeric_flags_are_bounded_and_checked_before_any_network(
     monkeypatch: pytest.MonkeyPatch, tmp_path
 ) -> None:
