@@ -1,5 +1,7 @@
-"""``python -m infra plan|up|run|status|fetch|down|sweep`` — argument parsing, the plan printout
-and the mapping of every failure to one line on stderr and an exit code (2 = usage)."""
+"""``python -m infra plan|up|run|status|fetch|down|sweep`` — argument parsing (every flag bounded
+and checked before AWS is contacted), the plan printout, and the mapping of every failure to one
+line on stderr and an exit code: 0 ok, 1 AWS refused or a step failed, 2 usage (flags, the state
+file), 128 + the signal when interrupted (:mod:`infra.interrupt`)."""
 
 from __future__ import annotations
 

@@ -83,7 +83,8 @@ def parse_lifetime(text: str) -> int:
 
 def parse_cidr(text: str, *, wide_ok: bool = False) -> str:
     """A valid IPv4 CIDR for direct web-UI access: never the whole internet, and nothing wider
-    than /{MIN_WEB_PREFIX} unless ``wide_ok`` (``--allow-wide-cidr``): the UI has no login."""
+    than ``MIN_WEB_PREFIX`` (/24) unless ``wide_ok`` (``--allow-wide-cidr``): the UI has no
+    login."""
     try:
         net = ipaddress.IPv4Network(text, strict=True)
     except ValueError as e:
