@@ -17,6 +17,7 @@ import botocore.loaders
 import botocore.session
 from botocore.config import Config
 
+from infra import interrupt
 from infra.spec import InfraError, UsageError
 
 T = TypeVar("T")
@@ -29,8 +30,24 @@ _LOADER = botocore.loaders.create_loader()
 
 
 def progress(message: str) -> None:
-    """One progress line on stderr (stdout stays for results: the run id, tables)."""
-    print(message, file=sys.stderr, flush=True)
+    """One progress line on stderr (stdout stays for results: the run id, tables).
+
+    A terminal that went away (SIGHUP: EIO; a closed pipe: EPIPE) must not turn a progress
+    line into a failure — least of all while rolling back.
+    """
+    try:
+        print(message, file=sys.stderr, flush=True)
+    except OSError:
+        pass
+
+
+def check_region(region: str) -> str:
+    """An AWS region with EC2, from botocore's bundled endpoint data (offline)."""
+    core = botocore.session.Session()
+    core.register_component("data_loader", _LOADER)
+    if region not in core.get_available_regions("ec2"):
+        raise UsageError(f"--region {region!r}: not an AWS region with EC2")
+    return region
 
 
 class Cloud:
@@ -43,11 +60,12 @@ class Cloud:
                 raise botocore.exceptions.ProfileNotFound(profile=profile)
             # One parsed copy of the service models per process (parsing EC2's is ~1 s).
             core.register_component("data_loader", _LOADER)
+            # A signal noted during a call is raised before the next one (infra.interrupt).
+            core.register("before-call", interrupt.checkpoint)
             self.session = boto3.Session(botocore_session=core, region_name=region)
         except botocore.exceptions.ProfileNotFound as e:
             raise UsageError(f"--profile: {e}") from None
-        if region not in self.session.get_available_regions("ec2"):
-            raise UsageError(f"--region {region!r}: not an AWS region with EC2")
+        check_region(region)
         self.region = region
         self._clients: dict[str, Any] = {}
         self._account: str | None = None
@@ -139,5 +157,5 @@ def poll(
             return
         if elapsed > timeout:
             raise InfraError(f"timed out after {timeout:.0f} s waiting for {what} ({status})")
-        time.sleep(min(delay, max(0.0, timeout - elapsed) + 0.01))
+        interrupt.sleep(min(delay, max(0.0, timeout - elapsed) + 0.01))
         delay = min(interval, delay * 2)

@@ -1,57 +1,41 @@
-"""The run's S3 bucket (private, encrypted, TLS-only), the code tarball, and results transfer.
-
-The tarball is the local WORKING TREE as git sees it — tracked files as they are on disk plus
-untracked files that are not ignored — so uncommitted edits are what the nodes run; a
-``VERSION.json`` inside (and the object's metadata) records HEAD's commit and which files differ
-from it.
-"""
+"""The run's S3 bucket (private, encrypted, TLS-only), the code tarball's upload, and results
+transfer. What goes into the tarball is :mod:`infra.tarball`'s rule."""
 
 from __future__ import annotations
 
-import io
 import json
-import subprocess
-import tarfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from infra import tarball
 from infra.aws import Cloud, error_code, ignore_missing, progress
 from infra.ledger import Ledger
-from infra.spec import InfraError, code_key, results_prefix, tags
+from infra.spec import (
+    TAG_CREATED,
+    TAG_PROJECT,
+    TAG_RUN,
+    InfraError,
+    code_key,
+    results_prefix,
+    tags,
+)
 
-ROOT = Path(__file__).resolve().parent.parent
 _GONE = ("NoSuchBucket", "404", "NotFound")
 
 
-def ensure_bucket(cloud: Cloud, bucket: str, run_id: str, ledger: Ledger) -> None:
-    s3 = cloud.s3
-    try:
-        s3.head_bucket(Bucket=bucket, ExpectedBucketOwner=cloud.account)
-        return
-    except Exception as e:
-        if error_code(e) not in ("404", "NoSuchBucket", "NotFound"):
-            raise InfraError(f"bucket {bucket} exists but is not ours or not readable") from None
-    kw: dict[str, Any] = {"Bucket": bucket, "ObjectOwnership": "BucketOwnerEnforced"}
-    if cloud.region != "us-east-1":
-        kw["CreateBucketConfiguration"] = {"LocationConstraint": cloud.region}
-    s3.create_bucket(**kw)
-    ledger.add(f"bucket s3://{bucket}", lambda: purge_bucket(cloud, bucket))
-    s3.put_public_access_block(
-        Bucket=bucket,
-        PublicAccessBlockConfiguration={
-            "BlockPublicAcls": True,
-            "IgnorePublicAcls": True,
-            "BlockPublicPolicy": True,
-            "RestrictPublicBuckets": True,
-        },
-    )
-    s3.put_bucket_encryption(
-        Bucket=bucket,
-        ServerSideEncryptionConfiguration={
-            "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
-        },
-    )
-    tls_only = {
+PUBLIC_ACCESS_BLOCK = {
+    "BlockPublicAcls": True,
+    "IgnorePublicAcls": True,
+    "BlockPublicPolicy": True,
+    "RestrictPublicBuckets": True,
+}
+OWNERSHIP = {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]}
+ENCRYPTION = {"Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]}
+
+
+def tls_only_policy(bucket: str) -> dict[str, Any]:
+    return {
         "Version": "2012-10-17",
         "Statement": [
             {
@@ -64,61 +48,131 @@ def ensure_bucket(cloud: Cloud, bucket: str, run_id: str, ledger: Ledger) -> Non
             }
         ],
     }
-    if s3.meta.endpoint_url.startswith("https://"):
-        s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(tls_only))
+
+
+def ensure_bucket(cloud: Cloud, bucket: str, run_id: str, ledger: Ledger) -> None:
+    """Create the run's bucket, or take over the one a previous (interrupted) ``up`` left; either
+    way apply every protection and read each one back — a bucket that cannot be made private,
+    encrypted, TLS-only and tagged is refused, never used as it is."""
+    s3 = cloud.s3
+    try:
+        head = s3.head_bucket(Bucket=bucket, ExpectedBucketOwner=cloud.account)
+    except Exception as e:
+        if error_code(e) not in _GONE:
+            raise InfraError(f"bucket {bucket} exists but is not ours or not readable") from None
+        head = None
+    old_tags: dict[str, str] = {}
+    if head is None:
+        kw: dict[str, Any] = {"Bucket": bucket, "ObjectOwnership": "BucketOwnerEnforced"}
+        if cloud.region != "us-east-1":
+            kw["CreateBucketConfiguration"] = {"LocationConstraint": cloud.region}
+        s3.create_bucket(**kw)
+        ledger.add(f"bucket s3://{bucket}", lambda: purge_bucket(cloud, bucket))
+    else:
+        old_tags = _reusable(cloud, bucket, run_id, head)
+        progress(f"  reusing bucket s3://{bucket}: re-applying and checking its protections")
+    https = s3.meta.endpoint_url.startswith("https://")
+    s3.put_public_access_block(Bucket=bucket, PublicAccessBlockConfiguration=PUBLIC_ACCESS_BLOCK)
+    s3.put_bucket_ownership_controls(Bucket=bucket, OwnershipControls=OWNERSHIP)
+    s3.put_bucket_encryption(Bucket=bucket, ServerSideEncryptionConfiguration=ENCRYPTION)
+    if https:
+        s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(tls_only_policy(bucket)))
     else:  # a plain-http endpoint (a local emulator) could never satisfy the policy
         progress(f"  {s3.meta.endpoint_url} is not https: TLS-only bucket policy not applied")
-    s3.put_bucket_tagging(Bucket=bucket, Tagging={"TagSet": tags(run_id, "bucket")})
+    tagset = tags(run_id, "bucket")
+    if TAG_CREATED in old_tags:  # a reused bucket keeps its age (sweep goes by it)
+        tagset = [
+            t if t["Key"] != TAG_CREATED else {**t, "Value": old_tags[TAG_CREATED]} for t in tagset
+        ]
+    s3.put_bucket_tagging(Bucket=bucket, Tagging={"TagSet": tagset})
+    missing = check_protections(cloud, bucket, run_id, tls_policy=https)
+    if missing:
+        raise InfraError(f"bucket {bucket} is not safe to use: {'; '.join(missing)}")
 
 
-def _git(*args: str) -> str:
-    try:
-        return subprocess.run(
-            ["git", *args], cwd=ROOT, check=True, capture_output=True, text=True, timeout=60
-        ).stdout
-    except (OSError, subprocess.SubprocessError) as e:
-        raise InfraError(f"git {' '.join(args)} failed in {ROOT}: {e}") from None
+def _reusable(cloud: Cloud, bucket: str, run_id: str, head: dict[str, Any]) -> dict[str, str]:
+    """An existing bucket may be taken over only if it is in the run's region and carries no
+    tags, or this run's; returns its tags."""
+    region = head.get("BucketRegion") or head.get("ResponseMetadata", {}).get(
+        "HTTPHeaders", {}
+    ).get("x-amz-bucket-region")
+    if region and region != cloud.region:
+        raise InfraError(f"bucket {bucket} exists in {region}, not {cloud.region}; refused")
+    found = ignore_missing(cloud.s3.get_bucket_tagging, Bucket=bucket, codes=("NoSuchTagSet",))
+    old = {t["Key"]: t["Value"] for t in (found or {}).get("TagSet", [])}
+    if old and (old.get(TAG_PROJECT) != "true" or old.get(TAG_RUN) != run_id):
+        raise InfraError(
+            f"bucket {bucket} exists with tags of something else "
+            f"({TAG_RUN}={old.get(TAG_RUN, '-')}); refused"
+        )
+    return old
 
 
-def code_version() -> dict[str, Any]:
-    """HEAD's commit and the files whose working-tree content differs from it."""
-    status = [ln[3:] for ln in _git("status", "--porcelain").splitlines() if ln.strip()]
-    return {"commit": _git("rev-parse", "HEAD").strip(), "dirty": sorted(status)}
+def check_protections(cloud: Cloud, bucket: str, run_id: str, *, tls_policy: bool) -> list[str]:
+    """Read every protection back; returns what is missing (empty: the bucket is as intended)."""
+    s3 = cloud.s3
+    missing = []
+
+    def read(fn: Any, key: str, **kw: Any) -> Any:
+        try:
+            return fn(Bucket=bucket, **kw)[key]
+        except Exception as e:
+            if error_code(e) in _GONE or "AccessDenied" in error_code(e):
+                raise
+            return None  # not configured: NoSuch...Configuration, NoSuchBucketPolicy, ...
+
+    block = read(s3.get_public_access_block, "PublicAccessBlockConfiguration")
+    if not block or not all(block.get(k) for k in PUBLIC_ACCESS_BLOCK):
+        missing.append("public access not fully blocked")
+    owner = read(s3.get_bucket_ownership_controls, "OwnershipControls")
+    if not owner or owner["Rules"][0].get("ObjectOwnership") != "BucketOwnerEnforced":
+        missing.append("ACLs not disabled (ownership not BucketOwnerEnforced)")
+    enc = read(s3.get_bucket_encryption, "ServerSideEncryptionConfiguration")
+    algos = [
+        r.get("ApplyServerSideEncryptionByDefault", {}).get("SSEAlgorithm")
+        for r in (enc or {}).get("Rules", [])
+    ]
+    if not any(a in ("AES256", "aws:kms", "aws:kms:dsse") for a in algos):
+        missing.append("no default encryption")
+    if tls_policy:
+        policy = json.loads(read(s3.get_bucket_policy, "Policy") or "{}")
+        if not any(
+            st.get("Effect") == "Deny"
+            and st.get("Condition", {}).get("Bool", {}).get("aws:SecureTransport") == "false"
+            for st in policy.get("Statement", [])
+        ):
+            missing.append("no TLS-only policy")
+    tagset = read(s3.get_bucket_tagging, "TagSet") or []
+    t = {x["Key"]: x["Value"] for x in tagset}
+    if t.get(TAG_RUN) != run_id or t.get(TAG_PROJECT) != "true":
+        missing.append("not tagged for the run")
+    return missing
 
 
-def build_tarball() -> tuple[bytes, dict[str, Any]]:
-    """The working tree (tracked + untracked-not-ignored files) as a gzipped tar, in memory."""
-    files = sorted(set(_git("ls-files", "-z", "-c", "-o", "--exclude-standard").split("\0")) - {""})
-    version = code_version()
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for rel in files:
-            p = ROOT / rel
-            if p.is_file():  # a tracked file deleted on disk is simply absent
-                tar.add(p, arcname=rel, recursive=False)
-        blob = json.dumps(version, indent=2).encode()
-        info = tarfile.TarInfo("VERSION.json")
-        info.size = len(blob)
-        tar.addfile(info, io.BytesIO(blob))
-    return buf.getvalue(), version
-
-
-def upload_code(cloud: Cloud, bucket: str, run_id: str) -> dict[str, Any]:
+def upload_code(
+    cloud: Cloud, bucket: str, run_id: str, include: Iterable[str] = ()
+) -> dict[str, Any]:
     """Ship the code once per run (a second ``up`` keeps what the nodes already booted with)."""
     key = code_key(run_id)
     head = ignore_missing(cloud.s3.head_object, Bucket=bucket, Key=key, codes=_GONE)
     if head is not None:
         return {"commit": head.get("Metadata", {}).get("commit", "?"), "reused": True}
-    blob, version = build_tarball()
+    blob, version = tarball.build(include)
     cloud.s3.put_object(
         Bucket=bucket,
         Key=key,
         Body=blob,
         ServerSideEncryption="AES256",
-        Metadata={"commit": version["commit"], "dirty": str(len(version["dirty"]))},
+        Metadata={
+            "commit": version["commit"],
+            "dirty": str(len(version["dirty"])),
+            "files": str(len(version["files"])),
+            "withheld": str(len(version["withheld"])),
+        },
     )
-    dirty = f", {len(version['dirty'])} uncommitted change(s)" if version["dirty"] else ""
-    progress(f"  uploaded code {version['commit'][:12]}{dirty} ({len(blob) // 1024} KiB)")
+    for line in tarball.describe(version):
+        progress(f"  {line}")
+    progress(f"  uploaded the code ({len(blob) // 1024} KiB)")
     return version
 
 
@@ -155,8 +209,16 @@ def download_results(cloud: Cloud, bucket: str, run_id: str, dest: Path) -> int:
     return n
 
 
-def purge_bucket(cloud: Cloud, bucket: str) -> None:
-    """Delete every object (and version) and the bucket itself; no-op if already gone."""
+def bucket_exists(cloud: Cloud, bucket: str) -> bool:
+    found = ignore_missing(
+        cloud.s3.head_bucket, Bucket=bucket, ExpectedBucketOwner=cloud.account, codes=_GONE
+    )
+    return found is not None
+
+
+def purge_bucket(cloud: Cloud, bucket: str) -> int:
+    """Delete every object (and version) and the bucket itself; returns 1, or 0 if it was
+    already gone."""
     s3 = cloud.s3
     try:
         paginator = s3.get_paginator("list_object_versions")
@@ -169,9 +231,11 @@ def purge_bucket(cloud: Cloud, bucket: str) -> None:
                 s3.delete_objects(Bucket=bucket, Delete={"Objects": objs, "Quiet": True})
         s3.delete_bucket(Bucket=bucket)
         progress(f"  deleted bucket s3://{bucket}")
+        return 1
     except Exception as e:
         if error_code(e) not in _GONE:
             raise
+        return 0
 
 
 def run_buckets(cloud: Cloud) -> dict[str, tuple[str, str]]:

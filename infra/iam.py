@@ -101,8 +101,9 @@ def ensure_profile(cloud: Cloud, run_id: str, bucket: str, ledger: Ledger) -> st
     return rname
 
 
-def delete_profile(cloud: Cloud, run_id: str) -> None:
-    """Profile, then role (its inline policies first); each step tolerates "already gone"."""
+def delete_profile(cloud: Cloud, run_id: str) -> int:
+    """Profile, then role (its inline policies first); each step tolerates "already gone".
+    Returns how many of the two were deleted."""
     iam = cloud.iam
     rname = role_name(run_id)
     role = ignore_missing(iam.get_role, RoleName=rname, codes=_GONE)
@@ -111,7 +112,8 @@ def delete_profile(cloud: Cloud, run_id: str) -> None:
     )
     if region != cloud.region:  # IAM is global: never pull the role from under a live run
         progress(f"  kept IAM role {rname}: it belongs to the run's nodes in {region}")
-        return
+        return 0
+    deleted = 0
     prof = ignore_missing(iam.get_instance_profile, InstanceProfileName=rname, codes=_GONE)
     if prof is not None:
         for r in prof["InstanceProfile"].get("Roles", []):
@@ -123,6 +125,7 @@ def delete_profile(cloud: Cloud, run_id: str) -> None:
             )
         ignore_missing(iam.delete_instance_profile, InstanceProfileName=rname, codes=_GONE)
         progress(f"  deleted instance profile {rname}")
+        deleted += 1
     if ignore_missing(iam.get_role, RoleName=rname, codes=_GONE) is not None:
         for pname in iam.list_role_policies(RoleName=rname).get("PolicyNames", []):
             ignore_missing(iam.delete_role_policy, RoleName=rname, PolicyName=pname, codes=_GONE)
@@ -132,6 +135,8 @@ def delete_profile(cloud: Cloud, run_id: str) -> None:
             )
         ignore_missing(iam.delete_role, RoleName=rname, codes=_GONE)
         progress(f"  deleted IAM role {rname}")
+        deleted += 1
+    return deleted
 
 
 def node_roles(cloud: Cloud) -> dict[str, str]:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from infra import prices
+from infra import interrupt, prices
 from infra.aws import Cloud, error_code, error_text, poll, progress
 from infra.ledger import Ledger
 from infra.spec import TAG_EXPIRES, TAG_ROLE, InfraError, RunSpec, run_filter, tags
@@ -144,13 +144,17 @@ def launch(
     user_data: str,
     spec: RunSpec,
     ledger: Ledger,
+    expires: datetime | None = None,
 ) -> list[Node]:
-    """Make sure ``count`` live instances of ``role`` exist; launch only the missing ones."""
+    """Make sure ``count`` live instances of ``role`` exist; launch only the missing ones.
+
+    ``expires`` (the deadline the user-data's lifetime guard enforces) becomes the
+    ``echoswarm:expires`` tag."""
     have = [n for n in nodes(cloud, run_id, LIVE_STATES) if n.role == role]
     missing = count - len(have)
     if missing <= 0:
         return have
-    expires = datetime.now(UTC) + timedelta(minutes=spec.max_lifetime_minutes)
+    expires = expires or datetime.now(UTC) + timedelta(minutes=spec.max_lifetime_minutes)
     tagset = tags(run_id, role, role=role, **{TAG_EXPIRES: expires.strftime("%Y-%m-%dT%H:%M:%SZ")})
     kw: dict[str, Any] = {
         "ImageId": image["ImageId"],
@@ -215,7 +219,7 @@ def _run_instances_when_profile_visible(cloud: Cloud, kw: dict[str, Any]) -> Any
             if not propagating or time.monotonic() > deadline:
                 raise
             progress("  instance profile not visible to EC2 yet, retrying")
-            time.sleep(delay)
+            interrupt.sleep(delay)
             delay = min(delay * 2, 10)
 
 

@@ -3,12 +3,14 @@ safe after a partial ``up``), and find/remove leftovers of any run in the region
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from infra import bucket as s3b
-from infra import iam, instances, network, state, userdata
+from infra import iam, instances, interrupt, network, state, userdata
 from infra.aws import Cloud, error_text, progress
+from infra.interrupt import Interrupted
 from infra.ledger import Ledger
 from infra.spec import TAG_CREATED, TAG_RUN, InfraError, RunSpec, bucket_name
 
@@ -26,7 +28,14 @@ def preflight(cloud: Cloud, spec: RunSpec) -> dict[str, dict[str, Any]]:
     return {itype: images[arch] for itype, arch in archs.items()}
 
 
-def up(cloud: Cloud, run_id: str, spec: RunSpec, *, profile: str | None) -> dict[str, Any]:
+def up(
+    cloud: Cloud,
+    run_id: str,
+    spec: RunSpec,
+    *,
+    profile: str | None,
+    include: Iterable[str] = (),
+) -> dict[str, Any]:
     images = preflight(cloud, spec)
     bucket = bucket_name(cloud.account, run_id)
     state.remember(
@@ -44,18 +53,21 @@ def up(cloud: Cloud, run_id: str, spec: RunSpec, *, profile: str | None) -> dict
     ledger = Ledger()
     try:
         s3b.ensure_bucket(cloud, bucket, run_id, ledger)
-        version = s3b.upload_code(cloud, bucket, run_id)
+        version = s3b.upload_code(cloud, bucket, run_id, include)
         profile_name = iam.ensure_profile(cloud, run_id, bucket, ledger)
         iam.wait_profile_usable(cloud, profile_name)
         net = network.ensure_network(cloud, run_id, spec, ledger)
 
         def launch(role: str, count: int, itype: str, group: str, **ud: Any) -> list[Any]:
+            # One deadline for the tag and the node's own guard (infra.userdata).
+            expires = datetime.now(UTC) + timedelta(minutes=spec.max_lifetime_minutes)
             data = userdata.cloud_config(
                 role,
                 run_id,
                 bucket=bucket,
                 region=cloud.region,
                 lifetime_minutes=spec.max_lifetime_minutes,
+                expires_epoch=int(expires.timestamp()),
                 **ud,
             )
             return instances.launch(
@@ -71,20 +83,30 @@ def up(cloud: Cloud, run_id: str, spec: RunSpec, *, profile: str | None) -> dict
                 user_data=data,
                 spec=spec,
                 ledger=ledger,
+                expires=expires,
             )
 
         launch("server", 1, spec.server_type, "servers", servers=spec.server_ports())
         master = launch("master", 1, spec.master_type, "master")[0]
         launch("worker", spec.workers, spec.worker_type, "workers", master_host=master.private_ip)
         instances.wait_running(cloud, run_id)
-    except BaseException as e:  # Ctrl-C half way must roll back too
-        cause = error_text(e) if not isinstance(e, KeyboardInterrupt) else "interrupted"
-        if isinstance(e, InfraError):
-            cause = str(e)
-        if ledger.entries:
-            progress(f"up failed ({cause}); rolling back what this up created")
-        left = ledger.rollback()
+    except BaseException as e:  # a signal half way must roll back too (infra.interrupt)
+        with interrupt.shielded():  # first thing: no later signal may skip the rollback
+            if isinstance(e, Interrupted):
+                cause = f"interrupted by {e.name}"
+            else:
+                cause = str(e) if isinstance(e, InfraError) else error_text(e)
+            if ledger.entries:
+                progress(f"up failed ({cause}); rolling back what this up created")
+            undone = len(ledger.entries)
+            left = ledger.rollback()
+        ignored = interrupt.ignored_count()
         tail = f"; NOT rolled back: {'; '.join(left)}" if left else ""
+        tail += f"; {ignored} further signal(s) ignored while rolling back" if ignored else ""
+        if isinstance(e, Interrupted):
+            raise Interrupted(
+                e.signum, f"rolled back {undone - len(left)} of {undone} resource(s){tail}"
+            ) from None
         raise InfraError(f"up failed: {cause}{tail}") from None
     created = len(ledger.entries)
     if not created:
@@ -92,18 +114,24 @@ def up(cloud: Cloud, run_id: str, spec: RunSpec, *, profile: str | None) -> dict
     return {"run_id": run_id, "bucket": bucket, "code": version, "created": created, **net}
 
 
-def down(cloud: Cloud, run_id: str, *, purge: bool) -> None:
-    """Remove everything of the run (by tag and name); each step tolerates "already gone"."""
+def down(cloud: Cloud, run_id: str, *, purge: bool) -> tuple[int, bool]:
+    """Remove everything of the run (by tag and name); each step tolerates "already gone".
+
+    Returns (how many things were removed, whether the results bucket was kept).
+    """
     progress(f"down {run_id} in {cloud.region}")
-    instances.terminate_run(cloud, run_id)
-    network.destroy_network(cloud, run_id)
-    iam.delete_profile(cloud, run_id)
+    removed = instances.terminate_run(cloud, run_id)
+    removed += network.destroy_network(cloud, run_id)
+    removed += iam.delete_profile(cloud, run_id)
     bucket = bucket_name(cloud.account, run_id)
+    kept = False
     if purge:
-        s3b.purge_bucket(cloud, bucket)
-    else:
+        removed += s3b.purge_bucket(cloud, bucket)
+    elif s3b.bucket_exists(cloud, bucket):
+        kept = True
         progress(f"  kept s3://{bucket} (results); `down --purge` deletes it")
     state.forget(run_id)
+    return removed, kept
 
 
 def _parse_time(text: str) -> datetime | None:

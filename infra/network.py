@@ -8,7 +8,9 @@ Rules, and why:
   (no rule without it — the operator's address is never guessed); egress HTTPS.
 - servers: each server port only from the workers group; egress HTTPS.
 No ingress rule ever names 0.0.0.0/0. DNS, NTP and instance metadata go to link-local/VPC
-addresses that security groups do not filter.
+addresses that security groups do not filter. IPv6 is never opened: in a dual-stack VPC (a
+``--subnet``) AWS's default egress to ``::/0`` is revoked like the IPv4 one, and any IPv6 or
+prefix-list rule found on a re-``up`` is revoked as unintended.
 """
 
 from __future__ import annotations
@@ -167,13 +169,18 @@ def _ensure_group(cloud: Cloud, run_id: str, vpc_id: str, role: str, ledger: Led
         )["GroupId"]
     )
     ledger.add(f"security group {gid} ({role})", lambda: delete_groups(cloud, [gid]))
-    # The default egress rule allows everything; replace it with the explicit set below.
-    ignore_missing(
-        cloud.ec2.revoke_security_group_egress,
-        GroupId=gid,
-        IpPermissions=[{"IpProtocol": "-1", "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}],
-        codes=("InvalidPermission.NotFound",),
-    )
+    # The default egress rules allow everything (IPv4, and IPv6 in a dual-stack VPC); replace
+    # them with the explicit set below.
+    for default in (
+        {"IpRanges": [{"CidrIp": "0.0.0.0/0"}]},
+        {"Ipv6Ranges": [{"CidrIpv6": "::/0"}]},
+    ):
+        ignore_missing(
+            cloud.ec2.revoke_security_group_egress,
+            GroupId=gid,
+            IpPermissions=[{"IpProtocol": "-1", **default}],
+            codes=("InvalidPermission.NotFound",),
+        )
     return gid
 
 
@@ -210,16 +217,25 @@ def intended_rules(spec: RunSpec, groups: dict[str, str]) -> dict[str, dict[str,
     }
 
 
+# Every kind of source a rule can have: (describe field, its key) — IPv4, IPv6, prefix lists
+# and groups. A kind missing here would be invisible to the convergence below (and never revoked).
+_SOURCES = (
+    ("IpRanges", "CidrIp"),
+    ("Ipv6Ranges", "CidrIpv6"),
+    ("PrefixListIds", "PrefixListId"),
+    ("UserIdGroupPairs", "GroupId"),
+)
+
+
 def _keys(perms: list[dict[str, Any]]) -> dict[tuple[Any, ...], dict[str, Any]]:
     """One entry per single rule: (protocol, from, to, source) → that rule alone."""
     out: dict[tuple[Any, ...], dict[str, Any]] = {}
     for p in perms:
         base: dict[str, Any] = {k: p[k] for k in ("IpProtocol", "FromPort", "ToPort") if k in p}
         key = (p["IpProtocol"], p.get("FromPort"), p.get("ToPort"))
-        for r in p.get("IpRanges", []):
-            out[(*key, r["CidrIp"])] = {**base, "IpRanges": [{"CidrIp": r["CidrIp"]}]}
-        for u in p.get("UserIdGroupPairs", []):
-            out[(*key, u["GroupId"])] = {**base, "UserIdGroupPairs": [{"GroupId": u["GroupId"]}]}
+        for field, ident in _SOURCES:
+            for src in p.get(field, []):
+                out[(*key, src[ident])] = {**base, field: [{ident: src[ident]}]}
     return out
 
 
@@ -311,12 +327,13 @@ def delete_groups(cloud: Cloud, group_ids: list[str]) -> None:
 
 
 def _clean(perms: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """describe_* output → revoke input (pairs carry extra fields revoke does not accept)."""
+    """describe_* output → revoke input (sources carry extra fields revoke does not accept)."""
     out = []
     for p in perms:
-        q = {k: v for k, v in p.items() if k in ("IpProtocol", "FromPort", "ToPort", "IpRanges")}
-        if p.get("UserIdGroupPairs"):
-            q["UserIdGroupPairs"] = [{"GroupId": u["GroupId"]} for u in p["UserIdGroupPairs"]]
+        q = {k: v for k, v in p.items() if k in ("IpProtocol", "FromPort", "ToPort")}
+        for field, ident in _SOURCES:
+            if p.get(field):
+                q[field] = [{ident: src[ident]} for src in p[field]]
         out.append(q)
     return out
 
@@ -357,19 +374,26 @@ def delete_vpc(cloud: Cloud, vpc_id: str) -> None:
     _retry_dependency(f"VPC {vpc_id}", cloud.ec2.delete_vpc, VpcId=vpc_id)
 
 
-def destroy_network(cloud: Cloud, run_id: str) -> None:
-    """Delete every network piece tagged with the run, in dependency order (instances gone)."""
+def destroy_network(cloud: Cloud, run_id: str) -> int:
+    """Delete every network piece tagged with the run, in dependency order (instances gone);
+    returns how many pieces there were."""
     ec2 = cloud.ec2
     f = run_filter(run_id)
     gids = [g["GroupId"] for g in ec2.describe_security_groups(Filters=f)["SecurityGroups"]]
     if gids:
         progress(f"  deleting {len(gids)} security group(s)")
         delete_groups(cloud, gids)
+    n = len(gids)
     for s in ec2.describe_subnets(Filters=f)["Subnets"]:
         _delete_subnet(cloud, s["SubnetId"])
+        n += 1
     for rt in ec2.describe_route_tables(Filters=f)["RouteTables"]:
         _delete_route_table(cloud, rt["RouteTableId"])
+        n += 1
     for igw in ec2.describe_internet_gateways(Filters=f)["InternetGateways"]:
         _delete_igw(cloud, igw["InternetGatewayId"])
+        n += 1
     for v in ec2.describe_vpcs(Filters=f)["Vpcs"]:
         delete_vpc(cloud, v["VpcId"])
+        n += 1
+    return n

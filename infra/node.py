@@ -24,14 +24,16 @@ import sys
 import time
 import venv
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
+from echoswarm.argtypes import port_number
 from echoswarm.orchestrate.commands import master_argv, server_argv, target_value, worker_argv
 
 CODE_DIR = "/opt/echoswarm/code"
 VENV_DIR = "/opt/echoswarm/venv"
 LIVE_UPLOAD_EVERY_S = 5.0
 WEB_AUTOQUIT_S = 60  # time to look at the final numbers in the web UI
+MAX_PROCESSES = 256
 
 
 def build_argv(args: argparse.Namespace, config: dict[str, Any]) -> list[str]:
@@ -63,7 +65,7 @@ def build_argv(args: argparse.Namespace, config: dict[str, Any]) -> list[str]:
         bind_host=config.get("bind_host", "0.0.0.0"),
         bind_port=int(config.get("bind_port", 5557)),
         web=bool(config.get("web")),
-        web_host=config.get("bind_host", "0.0.0.0"),
+        web_host=config.get("web_host", "127.0.0.1"),  # loopback: reached by SSM port forward
         # with the web UI the master would stay up after the test: quit soon after it ends
         extra=[*targets, *(["--autoquit", str(WEB_AUTOQUIT_S)] if config.get("web") else [])]
         + list(config.get("extra", [])),
@@ -119,15 +121,37 @@ def run_master(config: dict[str, Any], argv: list[str]) -> int:
     return rc
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one line, exit 2 (not the usage block)
+        print(f"{self.prog}: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def _processes(text: str) -> str:
+    """``auto`` (one per CPU) or a count 1..256."""
+    if text == "auto":
+        return text
+    if not text.isdigit() or not 1 <= int(text) <= MAX_PROCESSES:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected auto or 1..{MAX_PROCESSES}")
+    return text
+
+
+def _master_port(text: str) -> int:
+    value = port_number(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("the master's port cannot be 0")
+    return value
+
+
 def parse(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m infra.node", description=__doc__.split("\n")[0])
+    p = _Parser(prog="python -m infra.node", description=__doc__.split("\n")[0])
     p.add_argument("--role", required=True, choices=("setup", "server", "worker", "master"))
     p.add_argument("--kind", choices=("grpc", "ws", "tcp"), help="server kind")
     p.add_argument("--host", default="0.0.0.0", help="server bind address")
-    p.add_argument("--port", type=int, default=0, help="server port")
+    p.add_argument("--port", type=port_number, default=0, help="server port (0: any)")
     p.add_argument("--master-host", help="worker: the master's (private) address")
-    p.add_argument("--master-port", type=int, default=5557)
-    p.add_argument("--processes", default=None, help="worker: N or auto (one per CPU)")
+    p.add_argument("--master-port", type=_master_port, default=5557)
+    p.add_argument("--processes", type=_processes, help="worker: N or auto (one per CPU)")
     p.add_argument("--config", type=Path, help="JSON: master run config, or server {args: []}")
     p.add_argument("--code", type=Path, default=Path(CODE_DIR))
     p.add_argument("--venv", type=Path, default=Path(VENV_DIR))

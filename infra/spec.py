@@ -30,6 +30,7 @@ INSTANCE_TYPE_RE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")
 LIFETIME_RE = re.compile(r"^(\d+)([mh])$")
 MAX_LIFETIME_MINUTES = 24 * 60
 MAX_WORKERS = 100
+MIN_WEB_PREFIX = 24  # --allow-cidr wider than this needs --allow-wide-cidr
 
 
 class UsageError(Exception):
@@ -80,14 +81,21 @@ def parse_lifetime(text: str) -> int:
     return minutes
 
 
-def parse_cidr(text: str) -> str:
-    """A valid IPv4 CIDR that is not the whole internet (that must never be the default)."""
+def parse_cidr(text: str, *, wide_ok: bool = False) -> str:
+    """A valid IPv4 CIDR for direct web-UI access: never the whole internet, and nothing wider
+    than ``MIN_WEB_PREFIX`` (/24) unless ``wide_ok`` (``--allow-wide-cidr``): the UI has no
+    login."""
     try:
         net = ipaddress.IPv4Network(text, strict=True)
     except ValueError as e:
         raise UsageError(f"--allow-cidr {text!r}: not a valid IPv4 CIDR ({e})") from None
     if net.prefixlen == 0:
         raise UsageError("--allow-cidr 0.0.0.0/0 would open the web UI to the internet; refused")
+    if net.prefixlen < MIN_WEB_PREFIX and not wide_ok:
+        raise UsageError(
+            f"--allow-cidr {text}: {net.num_addresses:,} addresses could open the login-less web"
+            f" UI; narrow it to /{MIN_WEB_PREFIX} or more, or add --allow-wide-cidr"
+        )
     return str(net)
 
 

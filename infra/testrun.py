@@ -7,6 +7,7 @@ import base64
 import json
 import re
 import shlex
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,9 @@ from echoswarm.orchestrate.scenario import ScenarioError, read_servers
 from infra import bucket as s3b
 from infra import instances, prices
 from infra.aws import Cloud, error_code, error_text, ignore_missing, poll, progress
-from infra.spec import InfraError, UsageError, bucket_name, results_prefix
+from infra.guard import GUARD_REPORT, Guard, parse_guard
+from infra.interrupt import Interrupted
+from infra.spec import WEB_PORT, InfraError, UsageError, bucket_name, results_prefix
 from infra.userdata import MASTER_CONFIG, MASTER_UNIT, server_config_path, server_unit_name
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -23,6 +26,7 @@ NODE_RESULTS = "/var/lib/echoswarm/results"
 TERMINAL = {"Success", "Failed", "Cancelled", "TimedOut", "DeliveryTimedOut", "Undeliverable"}
 WORKERS_MAX_WAIT_S = 600  # worker nodes still installing when the test starts
 SSM_READY_TIMEOUT = 900.0  # a fresh node installs Python and the requirements first
+GUARD_TIMEOUT = 30.0  # status waits this long for the nodes' guard reports
 TIMESPAN_RE = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s?)?$")
 
 
@@ -133,10 +137,25 @@ def _locust_workers(cloud: Cloud, workers: list[instances.Node]) -> int:
     return sum(max(1, vcpus.get(n.instance_type, 1)) for n in workers)
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """A test's locustfile, checked locally (before any AWS call): path and declared servers."""
+
+    path: Path
+    servers: list[dict[str, Any]]
+
+
+def prepare(locustfile: str) -> Prepared:
+    path = (ROOT / locustfile).resolve()
+    if not path.is_file() or ROOT not in path.parents:
+        raise UsageError(f"{locustfile}: no such locustfile inside the repository")
+    return Prepared(path, declared_servers(path))
+
+
 def run(
     cloud: Cloud,
     run_id: str,
-    locustfile: str,
+    test: Prepared,
     *,
     users: int,
     spawn_rate: float,
@@ -146,11 +165,9 @@ def run(
     web: bool = False,
 ) -> int:
     """Configure the servers the scenario declares, start the master's unit, wait, report."""
-    path = (ROOT / locustfile).resolve()
-    if not path.is_file() or ROOT not in path.parents:
-        raise UsageError(f"{locustfile}: no such locustfile inside the repository")
+    path, wanted = test.path, test.servers
+    locustfile = path.relative_to(ROOT).as_posix()
     seconds = timespan_seconds(run_time)
-    wanted = declared_servers(path)
     ns = instances.nodes(cloud, run_id, ["running"])
     master = next((n for n in ns if n.role == "master"), None)
     server = next((n for n in ns if n.role == "server"), None)
@@ -173,6 +190,7 @@ def run(
         if inv.get("Status") != "Success":
             raise InfraError(f"configuring the servers failed: {inv.get('StandardErrorContent')}")
     bucket = bucket_name(cloud.account, run_id)
+    direct_cidr = record.get("spec", {}).get("allow_cidr") or None
     config = {
         "run_id": run_id,
         "locustfile": path.relative_to(ROOT).as_posix(),
@@ -194,6 +212,9 @@ def run(
         # A worker node that never comes up must fail the test, not hang it.
         "extra": ["--expect-workers-max-wait", str(WORKERS_MAX_WAIT_S), *extra],
         "web": web,
+        # The UI listens on the master's loopback (reached through an SSM port forward) unless
+        # `up --allow-cidr` asked for direct access from those addresses too.
+        "web_host": "0.0.0.0" if direct_cidr else "127.0.0.1",
         "results_dir": f"{NODE_RESULTS}/{run_id}",
         "bucket": bucket,
         "prefix": results_prefix(run_id),
@@ -207,20 +228,26 @@ def run(
         "exit $rc",
     ]
     if web:
-        allowed = record.get("spec", {}).get("allow_cidr")
-        where = f"from {allowed} only" if allowed else "by nobody: `up` had no --allow-cidr"
-        progress(f"web UI: http://{master.public_ip or master.private_ip}:8089 (reachable {where})")
+        for line in web_lines(cloud.region, master, direct_cidr):
+            progress(line)
     budget = seconds + 600  # spawn, workers reconnecting after the last test, the upload
     progress(f"run {run_id}: {locustfile} -u {users} -r {spawn_rate:g} -t {run_time}")
     cid = _send(cloud, master.instance_id, script, budget, "start the test")
-    inv = _wait_command(
-        cloud,
-        cid,
-        master.instance_id,
-        "test",
-        budget + 120,
-        live=lambda: live_line(cloud, bucket, run_id),
-    )
+    try:
+        inv = _wait_command(
+            cloud,
+            cid,
+            master.instance_id,
+            "test",
+            budget + 120,
+            live=lambda: live_line(cloud, bucket, run_id),
+        )
+    except Interrupted as e:  # only the watching stops: the test is the master's
+        raise Interrupted(
+            e.signum,
+            f"the test goes on on the master until -t {run_time} ends; "
+            "`python -m infra status` watches it, `python -m infra fetch` gets the results",
+        ) from None
     tail = (inv.get("StandardOutputContent") or "").strip().splitlines()[-5:]
     for line in tail:
         progress(f"  master: {line}")
@@ -232,10 +259,93 @@ def run(
     return 0
 
 
+def web_lines(region: str, master: instances.Node, direct_cidr: str | None) -> list[str]:
+    """How to open the web UI: an SSM port forward (always), and directly if allowed."""
+    forward = (
+        f"aws ssm start-session --region {region} --target {master.instance_id} "
+        "--document-name AWS-StartPortForwardingSession "
+        f"--parameters portNumber={WEB_PORT},localPortNumber={WEB_PORT}"
+    )
+    lines = [
+        f"web UI: in another terminal run   {forward}",
+        f"        then open http://127.0.0.1:{WEB_PORT}  (SSM's tunnel: TLS, your IAM identity;"
+        " needs the session-manager-plugin)",
+    ]
+    if direct_cidr:
+        host = master.public_ip or master.private_ip
+        lines.append(
+            f"        or directly: http://{host}:{WEB_PORT} from {direct_cidr} only"
+            " (plain HTTP, no login)"
+        )
+    return lines
+
+
+def node_guards(cloud: Cloud, ns: list[instances.Node]) -> dict[str, Guard]:
+    """Ask each node (SSM Run Command) for its guard; a node that does not answer in time has
+    a Guard with a note saying why."""
+    params = {"commands": [GUARD_REPORT], "executionTimeout": ["20"]}
+    sent: dict[str, str] = {}
+    out: dict[str, Guard] = {}
+    for n in ns:
+        try:
+            resp = cloud.ssm.send_command(
+                InstanceIds=[n.instance_id],
+                DocumentName="AWS-RunShellScript",
+                Comment="echoswarm: lifetime guard report",
+                Parameters=params,
+                TimeoutSeconds=30,
+            )
+            sent[n.instance_id] = resp["Command"]["CommandId"]
+        except Exception as e:
+            if error_code(e) != "InvalidInstanceId":
+                raise
+            out[n.instance_id] = Guard(False, note="no answer: SSM agent not registered yet")
+    answers: dict[str, dict[str, Any]] = {}
+
+    def check() -> tuple[bool, str]:
+        for iid, cid in sent.items():
+            if iid not in answers:
+                inv = ignore_missing(
+                    cloud.ssm.get_command_invocation,
+                    CommandId=cid,
+                    InstanceId=iid,
+                    codes=("InvocationDoesNotExist",),
+                )
+                if inv and inv["Status"] in TERMINAL:
+                    answers[iid] = inv
+        return len(answers) == len(sent), f"{len(answers)}/{len(sent)} node(s) answered"
+
+    try:
+        poll("lifetime guards", check, timeout=GUARD_TIMEOUT, interval=2)
+    except InfraError:
+        pass  # those that did not answer are reported as such
+    for iid in sent:
+        inv = answers.get(iid)
+        guard = parse_guard((inv or {}).get("StandardOutputContent") or "")
+        if not guard.answered:
+            why = f"SSM {inv['Status']} but no report" if inv else "no answer in time"
+            guard = Guard(False, note=why)
+        out[iid] = guard
+    return out
+
+
+def _guard_text(g: Guard | None, now: datetime) -> str:
+    if g is None:
+        return ""
+    if g.ends is not None:
+        return (
+            f"  guard: ends {g.ends:%H:%M:%SZ} (in {(g.ends - now).total_seconds() / 60:.0f} min)"
+        )
+    return f"  guard: {'NONE, ' if g.answered and not g.active else ''}{g.note}"
+
+
 def status(cloud: Cloud, run_id: str) -> list[str]:
-    """Lines: one per node (role, id, type, state, age, cost so far) and the totals."""
+    """Lines: one per node (role, id, type, state, age, cost so far, its own lifetime guard)
+    and the totals."""
     now = datetime.now(UTC)
     ns = instances.nodes(cloud, run_id)
+    live = [n for n in ns if n.state in ("pending", "running")]
+    guards = node_guards(cloud, [n for n in live if n.state == "running"])
     lines = [f"run {run_id} in {cloud.region}: {len(ns)} instance(s)"]
     total = 0.0
     for n in ns:
@@ -246,10 +356,24 @@ def status(cloud: Cloud, run_id: str) -> list[str]:
             f"  {n.role:<7} {n.instance_id:<20} {n.instance_type:<11} {n.state:<13} "
             f"{n.private_ip:<15} {age_min:6.0f} min  {prices.money(cost)}"
             + (" spot" if n.spot else "")
+            + _guard_text(guards.get(n.instance_id), now)
         )
-    live = [n for n in ns if n.state in ("pending", "running")]
-    if live:
-        lines.append(f"  lifetime guard: first node ends itself at {min(n.expires for n in live)}")
+    ends = [g.ends for g in guards.values() if g.ends is not None]
+    unguarded = [iid for iid, g in guards.items() if g.answered and not g.active]
+    silent = [iid for iid, g in guards.items() if not g.answered]
+    if ends:
+        lines.append(
+            "  lifetime guard (each node's own systemd timer): first node ends itself at "
+            f"{min(ends):%Y-%m-%dT%H:%M:%SZ}"
+        )
+    if unguarded:
+        lines.append(f"  WARNING: no active lifetime guard on {', '.join(unguarded)}")
+    if silent:
+        tag = min((n.expires for n in live if n.instance_id in silent and n.expires), default="?")
+        lines.append(
+            f"  lifetime guard of {len(silent)} node(s) not reported (see their lines); "
+            f"their echoswarm:expires tag says {tag}"
+        )
     seen = live_line(cloud, bucket_name(cloud.account, run_id), run_id)
     lines.append(f"  master sees: {seen or 'no test running (no live.json yet)'}")
     lines.append(f"  cost so far (estimate, prices of {prices.AS_OF}): ${total:.4f}")

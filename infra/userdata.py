@@ -1,11 +1,11 @@
 """Render a node's ``#cloud-config`` user-data and its systemd units.
 
-Boot order on a node: ``bootcmd`` schedules the max-lifetime shutdown first thing (the instance
-is launched with ``InstanceInitiatedShutdownBehavior=terminate``, so shutdown = terminate);
+Boot order on a node: ``bootcmd`` sets the max-lifetime guard first thing, on every boot;
 ``packages`` installs Python 3.11; ``write_files`` drops the units and configs; ``runcmd`` pulls
 the code tarball from the run's bucket (AWS CLI, preinstalled on Amazon Linux 2023), runs
 ``python -m infra.node --role setup`` (venv + pinned requirements), then starts the role's
-units. The document is emitted as JSON, which is valid YAML.
+units. The document is emitted as JSON, which is valid YAML. The lifetime guard and why it is
+built the way it is: :mod:`infra.guard`.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
+from infra.guard import guard_script
 from infra.node import CODE_DIR, VENV_DIR
 from infra.spec import MASTER_PORT, code_key
 
@@ -80,6 +81,7 @@ def cloud_config(
     bucket: str,
     region: str,
     lifetime_minutes: int,
+    expires_epoch: int,
     master_host: str = "",
     servers: dict[str, int] | None = None,
 ) -> str:
@@ -105,7 +107,7 @@ def cloud_config(
     if startable:
         runcmd.append(["systemctl", "enable", "--now", *startable])
     doc = {
-        "bootcmd": [["shutdown", "-P", f"+{lifetime_minutes}", "echoswarm max-lifetime reached"]],
+        "bootcmd": [["sh", "-c", guard_script(lifetime_minutes, expires_epoch)]],
         "package_update": False,
         "packages": PACKAGES,
         "write_files": files,

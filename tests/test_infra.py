@@ -5,23 +5,37 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
+import signal
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from botocore.exceptions import ClientError
 
+from infra import bucket as s3b
 from infra import node
-from infra.spec import bucket_name
+from infra.aws import Cloud
+from infra.guard import GUARD_MARK, guard_script
+from infra.ledger import Ledger
+from infra.spec import bucket_name, new_run_id
 from tests.infra_fixtures import (
+    MotoTls,
     aws,  # noqa: F401  (fixture)
     client,
+    fake_systemd,
     infra,
     leftovers,
     live_instances,
+    moto_https,  # noqa: F401  (fixture)
     moto_url,  # noqa: F401  (fixture)
+    run_with_fake_systemd,
+    shipped_code,
     snapshot,
     tag_map,
+    tracked_on_disk,
 )
 
 pytestmark = pytest.mark.timeout(60)
@@ -44,7 +58,29 @@ def by_role(run_id: str) -> dict[str, list[dict]]:
     return out
 
 
-def test_full_cycle_up_status_run_fetch_down(aws: str, tmp_path: Path) -> None:  # noqa: F811
+def _ctrl_c_while_watching_the_master(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first poll of the master's test delivers a SIGINT to this process (the CLI, running
+    in-process, has its handler installed by then)."""
+    from moto.ssm.models import SimpleSystemManagerBackend
+
+    real = SimpleSystemManagerBackend.get_command_invocation
+    sent: list[int] = []
+
+    def ctrl_c(self, command_id, instance_id, plugin_name):  # runs in the moto server's thread
+        script = "\n".join(self.get_command_by_id(command_id).parameters["commands"])
+        if not sent and "systemctl start echoswarm-master.service" in script:
+            sent.append(1)
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(self, command_id, instance_id, plugin_name)
+
+    monkeypatch.setattr(SimpleSystemManagerBackend, "get_command_invocation", ctrl_c)
+
+
+def test_full_cycle_up_status_run_fetch_down(
+    aws: str,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     run_id = up("--allow-cidr", CIDR)
     roles = by_role(run_id)
     assert {k: len(v) for k, v in roles.items()} == {"server": 1, "master": 1, "worker": 2}
@@ -69,13 +105,25 @@ def test_full_cycle_up_status_run_fetch_down(aws: str, tmp_path: Path) -> None: 
     for role in ("server", "master", "worker"):
         assert re.search(rf"^\s+{role}\s+i-\w+\s+c7i\.\w+\s+running", st.out, re.M), st.out
     assert "cost so far (estimate" in st.out
-    assert re.search(r"lifetime guard: first node ends itself at 20\d\d-", st.out), st.out
+    # moto runs no SSM command: the nodes "answer" with nothing, and status says so (the
+    # node-reported guard is checked in the hardening test, with the nodes played).
+    assert re.search(r"guard of 4 node\(s\) not reported .* tag says 20\d\d-", st.out), st.out
+
+    # Ctrl-C while `run` watches: 130 and one line saying the test goes on (the master owns it).
+    _ctrl_c_while_watching_the_master(monkeypatch)
+    r = infra("run", "tests/infra_scenario.py", "-u", "4", "-r", "2", "-t", "5s")
+    assert r.rc == 130, r.err
+    last = r.err.strip().splitlines()[-1]
+    assert "interrupted by SIGINT; the test goes on on the master until -t 5s ends" in last
 
     r = infra("run", "tests/infra_scenario.py", "-u", "4", "-r", "2", "-t", "5s", "--web")
     assert r.rc == 0, r.err
-    config = _sent_master_config()
+    config = _sent_master_config(run_id)
     assert config["web"] is True
-    assert re.search(r"web UI: http://[\d.]+:8089 \(reachable from 203\.0\.113\.0/24 only\)", r.err)
+    assert config["web_host"] == "0.0.0.0"  # --allow-cidr asked for direct access too
+    master_id = roles["master"][0]["InstanceId"]
+    assert f"aws ssm start-session --region ap-northeast-1 --target {master_id}" in r.err
+    assert re.search(r"directly: http://[\d.]+:8089 from 203\.0\.113\.0/24 only", r.err), r.err
     server_ip = roles["server"][0]["PrivateIpAddress"]
     assert config["expect_workers"] == 4  # 2 nodes × 2 vCPUs (c7i.large), one process each
     assert config["extra"] == ["--expect-workers-max-wait", "600"]
@@ -85,7 +133,7 @@ def test_full_cycle_up_status_run_fetch_down(aws: str, tmp_path: Path) -> None: 
     ]
     bucket = bucket_name(ACCOUNT, run_id)
     assert (config["bucket"], config["prefix"]) == (bucket, f"results/{run_id}/")
-    (server_script,) = _sent_commands("echoswarm-server-tcp.service")
+    server_script = _sent_commands("echoswarm-server-tcp.service")[-1]  # (one per `run`)
     assert "systemctl restart echoswarm-server-tcp.service" in server_script
     assert _decoded_json(server_script, "/etc/echoswarm/server-tcp.json") == {
         "args": ["--model", "asyncio"]
@@ -136,9 +184,15 @@ def _decoded_json(script: str, path: str) -> dict:
     return json.loads(base64.b64decode(m.group(1)))
 
 
-def _sent_master_config() -> dict:
-    (script,) = _sent_commands("systemctl start echoswarm-master.service")
-    return _decoded_json(script, "/etc/echoswarm/master-run.json")
+def _sent_master_config(run_id: str) -> dict:
+    """The master config the last ``run`` of ``run_id`` sent (moto keeps every run's commands)."""
+    configs = [
+        _decoded_json(script, "/etc/echoswarm/master-run.json")
+        for script in _sent_commands("systemctl start echoswarm-master.service")
+    ]
+    mine = [c for c in configs if c["run_id"] == run_id]
+    assert mine, configs
+    return mine[-1]
 
 
 def test_security_group_rules_are_exactly_the_intended_set(aws: str) -> None:  # noqa: F811
@@ -202,9 +256,50 @@ def test_security_group_rules_are_exactly_the_intended_set(aws: str) -> None:  #
     assert rules(after[gid["servers"]]["IpPermissions"]) == rules(
         groups["servers"]["IpPermissions"]
     )
+    # Without --allow-cidr the web UI listens on the master's loopback only: reached through
+    # an SSM port forward (TLS, the caller's IAM identity), never an open port (item 7).
+    r = infra("run", "tests/infra_scenario.py", "-u", "2", "-r", "1", "-t", "5s", "--web")
+    assert r.rc == 0, r.err
+    assert _sent_master_config(run_id)["web_host"] == "127.0.0.1"
+    master_id = by_role(run_id)["master"][0]["InstanceId"]
+    assert (
+        f"aws ssm start-session --region ap-northeast-1 --target {master_id} "
+        "--document-name AWS-StartPortForwardingSession "
+        "--parameters portNumber=8089,localPortNumber=8089" in r.err
+    ), r.err
+    assert "directly" not in r.err and "http://127.0.0.1:8089" in r.err
 
 
-def test_hardening_lifetime_and_tags_on_every_resource(aws: str) -> None:  # noqa: F811
+def _nodes_answer_guard_reports(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, unguarded: set[str]
+) -> None:
+    """moto never runs SSM commands: play the nodes for the guard report — the exact script
+    ``status`` sent runs here, with systemd's tools stood in (the timer: 90 min left; on the
+    ``unguarded`` nodes: no timer)."""
+    from moto.ssm.models import Command
+
+    real = Command.invocation_response
+    bin_dir = fake_systemd(tmp_path / "fake-systemd")
+
+    def answer(self, instance_id, plugin_name):  # runs in the moto server's thread
+        resp = real(self, instance_id, plugin_name)
+        script = "\n".join(self.parameters.get("commands", []))
+        if GUARD_MARK in script:
+            timer = "inactive" if instance_id in unguarded else "active"
+            r = run_with_fake_systemd(
+                script, bin_dir, tmp_path / "guard.log", left_s="5400", timer=timer
+            )
+            resp["StandardOutputContent"] = r.stdout
+        return resp
+
+    monkeypatch.setattr(Command, "invocation_response", answer)
+
+
+def test_hardening_lifetime_and_tags_on_every_resource(
+    aws: str,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
     run_id = up("--spot")
     ec2, iam, s3 = client("ec2"), client("iam"), client("s3")
     insts = live_instances(run_id)
@@ -219,8 +314,10 @@ def test_hardening_lifetime_and_tags_on_every_resource(aws: str) -> None:  # noq
         assert behaviour == "terminate"
         ud = ec2.describe_instance_attribute(InstanceId=iid, Attribute="userData")["UserData"]
         doc = json.loads(base64.b64decode(ud["Value"]).decode().split("\n", 1)[1])
-        assert doc["bootcmd"][0][:3] == ["shutdown", "-P", "+90"]
         t = tag_map(i)
+        expires = datetime.strptime(t["echoswarm:expires"], "%Y-%m-%dT%H:%M:%SZ")
+        deadline = int(expires.replace(tzinfo=UTC).timestamp())
+        assert doc["bootcmd"] == [["sh", "-c", guard_script(90, deadline)]]  # tag = guard
         assert t["echoswarm"] == "true" and t["echoswarm:run"] == run_id
         assert "echoswarm:expires" in t
         assert (i.get("InstanceLifecycle") == "spot") == (t["echoswarm:role"] == "worker")
@@ -272,6 +369,27 @@ def test_hardening_lifetime_and_tags_on_every_resource(aws: str) -> None:  # noq
     assert enc["Rules"][0]["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
     block = s3.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"]
     assert all(block.values())
+    # The code tarball: tracked files only, each listed in VERSION.json (issue 11, item 2).
+    members, version, metadata = shipped_code(run_id)
+    assert set(members) == tracked_on_disk() == set(version["files"])
+    assert metadata["files"] == str(len(members))
+
+    # status reports each node's own guard, as its PID 1 tells it (issue 11, item 5).
+    unguarded = next(i["InstanceId"] for i in insts if tag_map(i)["echoswarm:role"] == "worker")
+    _nodes_answer_guard_reports(monkeypatch, tmp_path, {unguarded})
+    st = infra("status")
+    assert st.rc == 0, st.err
+    node_lines = [
+        ln for ln in st.out.splitlines() if re.match(r"\s+(server|master|worker)\s+i-", ln)
+    ]
+    assert len(node_lines) == 4, st.out
+    for line in node_lines:
+        if unguarded in line:
+            assert line.endswith("guard: NONE, timer inactive"), line
+        else:
+            assert re.search(r"guard: ends \d\d:\d\d:\d\dZ \(in (89|90) min\)$", line), line
+    assert f"WARNING: no active lifetime guard on {unguarded}" in st.out
+    assert "first node ends itself at 20" in st.out and "not reported" not in st.out
     assert infra("down", "--purge").rc == 0
     assert leftovers(run_id) == {}
 
@@ -294,3 +412,127 @@ def test_existing_subnet_is_used_and_left_alone(aws: str) -> None:  # noqa: F811
     bad = infra("up", "--subnet", "subnet-00000000000000000")
     assert bad.rc == 1 and "no such subnet" in bad.err.strip().splitlines()[-1], bad.err
     assert snapshot() == before  # refused before anything was created
+
+
+def test_reup_secures_a_bucket_left_bare_or_refuses_a_foreign_one(aws: str) -> None:  # noqa: F811
+    """A bucket an interrupted ``up`` left without its protections is taken over only after
+    each one is applied and read back; one tagged for another run is refused with one line."""
+    s3 = client("s3")
+    where = {"LocationConstraint": "ap-northeast-1"}
+    run_id = new_run_id()
+    bucket = bucket_name(ACCOUNT, run_id)
+    s3.create_bucket(Bucket=bucket, CreateBucketConfiguration=where)  # what a killed up leaves
+    r = infra("up", "--run-id", run_id, "--workers", "1", "--servers", "tcp")
+    assert r.rc == 0, r.err
+    assert f"reusing bucket s3://{bucket}" in r.err
+    block = s3.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"]
+    assert block == dict.fromkeys(block, True) and len(block) == 4
+    enc = s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]
+    assert enc["Rules"][0]["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
+    owner = s3.get_bucket_ownership_controls(Bucket=bucket)["OwnershipControls"]
+    assert owner["Rules"][0]["ObjectOwnership"] == "BucketOwnerEnforced"
+    tagset = s3.get_bucket_tagging(Bucket=bucket)["TagSet"]
+    assert tag_map({"Tags": tagset})["echoswarm:run"] == run_id
+    assert infra("down", "--purge").rc == 0
+    assert leftovers(run_id) == {}
+
+    other = new_run_id()
+    foreign = bucket_name(ACCOUNT, other)
+    s3.create_bucket(Bucket=foreign, CreateBucketConfiguration=where)
+    s3.put_bucket_tagging(
+        Bucket=foreign, Tagging={"TagSet": [{"Key": "echoswarm:run", "Value": "someone-else"}]}
+    )
+    before = snapshot()
+    try:
+        r = infra("up", "--run-id", other, "--workers", "1", "--servers", "tcp")
+        assert r.rc == 1
+        last = r.err.strip().splitlines()[-1]
+        assert foreign in last and "refused" in last, r.err
+        assert snapshot() == before
+        with pytest.raises(ClientError):  # left exactly as it was: no protections added
+            s3.get_public_access_block(Bucket=foreign)
+    finally:
+        s3.delete_bucket(Bucket=foreign)
+
+
+def test_over_tls_a_reused_bucket_gets_the_tls_only_policy_and_it_is_checked(
+    aws: str,  # noqa: F811
+    moto_https: MotoTls,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The TLS-only policy is applied only over https (moto, ignoring the policy's condition,
+    would then refuse every object call: so this stays at the bucket level)."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", moto_https.url)
+    monkeypatch.setenv("AWS_CA_BUNDLE", str(moto_https.ca_bundle))
+    cloud = Cloud("ap-northeast-1")
+    run_id = new_run_id()
+    bucket = bucket_name(ACCOUNT, run_id)
+    s3 = cloud.s3
+    assert s3.meta.endpoint_url.startswith("https://127.0.0.1:")
+    s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": cloud.region})
+    try:
+        s3b.ensure_bucket(cloud, bucket, run_id, Ledger())
+        (statement,) = json.loads(s3.get_bucket_policy(Bucket=bucket)["Policy"])["Statement"]
+        assert statement["Effect"] == "Deny"
+        assert statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+        assert s3b.check_protections(cloud, bucket, run_id, tls_policy=True) == []
+        s3.delete_bucket_policy(Bucket=bucket)  # the check does notice a missing protection
+        s3.delete_public_access_block(Bucket=bucket)
+        assert s3b.check_protections(cloud, bucket, run_id, tls_policy=True) == [
+            "public access not fully blocked",
+            "no TLS-only policy",
+        ]
+    finally:
+        s3b.purge_bucket(cloud, bucket)
+
+
+def _ipv6_rules(run_id: str) -> list[tuple[str, str, str]]:
+    """(group name, direction, IPv6 CIDR) of every IPv6 rule in the run's groups."""
+    out = []
+    groups = client("ec2").describe_security_groups(
+        Filters=[{"Name": "tag:echoswarm:run", "Values": [run_id]}]
+    )["SecurityGroups"]
+    for g in groups:
+        for direction in ("IpPermissions", "IpPermissionsEgress"):
+            for p in g[direction]:
+                out += [(g["GroupName"], direction, r["CidrIpv6"]) for r in p.get("Ipv6Ranges", [])]
+    return out
+
+
+def test_ipv6_rules_are_revoked_in_a_dual_stack_subnet_and_on_reup(aws: str) -> None:  # noqa: F811
+    ec2 = client("ec2")
+    vpc = ec2.create_vpc(CidrBlock="10.88.0.0/16", AmazonProvidedIpv6CidrBlock=True)["Vpc"]
+    subnet = ec2.create_subnet(VpcId=vpc["VpcId"], CidrBlock="10.88.1.0/24")["Subnet"]
+    try:
+        r = infra("up", "--workers", "1", "--servers", "tcp", "--subnet", subnet["SubnetId"])
+        assert r.rc == 0, r.err
+        run_id = r.out.strip().splitlines()[-1]
+        assert _ipv6_rules(run_id) == []  # AWS's default egress to ::/0 is gone too
+        groups = {
+            tag_map(g)["Name"].rsplit("-", 1)[1]: g["GroupId"]
+            for g in ec2.describe_security_groups(
+                Filters=[{"Name": "tag:echoswarm:run", "Values": [run_id]}]
+            )["SecurityGroups"]
+        }
+        open_v6 = {"IpProtocol": "tcp", "FromPort": 8089, "ToPort": 8089}
+        ec2.authorize_security_group_ingress(
+            GroupId=groups["master"],
+            IpPermissions=[{**open_v6, "Ipv6Ranges": [{"CidrIpv6": "::/0"}]}],
+        )
+        ec2.authorize_security_group_egress(
+            GroupId=groups["workers"],
+            IpPermissions=[{"IpProtocol": "-1", "Ipv6Ranges": [{"CidrIpv6": "::/0"}]}],
+        )
+        assert len(_ipv6_rules(run_id)) == 2
+        again = infra(
+            "up", "--run-id", run_id, "--workers", "1", "--servers", "tcp",
+            "--subnet", subnet["SubnetId"],
+        )  # fmt: skip
+        assert again.rc == 0, again.err
+        assert "revoking unintended ingress rule ('tcp', 8089, 8089, '::/0')" in again.err
+        assert _ipv6_rules(run_id) == []
+        assert infra("down", "--purge").rc == 0
+        assert leftovers(run_id) == {}
+    finally:
+        ec2.delete_subnet(SubnetId=subnet["SubnetId"])
+        ec2.delete_vpc(VpcId=vpc["VpcId"])

@@ -11,6 +11,7 @@ from tests.infra_fixtures import (
     aws,  # noqa: F401  (fixture)
     infra,
     leftovers,
+    loopback_only,  # noqa: F401  (fixture)
     moto_url,  # noqa: F401  (fixture)
     snapshot,
 )
@@ -21,6 +22,9 @@ pytestmark = pytest.mark.timeout(60)
 USAGE_ERRORS = [
     (["up", "--allow-cidr", "10.0.0.300/8"], "not a valid IPv4 CIDR"),
     (["up", "--allow-cidr", "0.0.0.0/0"], "refused"),
+    (["up", "--allow-cidr", "0.0.0.0/1"], "--allow-wide-cidr"),
+    (["up", "--allow-cidr", "10.0.0.0/8"], "--allow-wide-cidr"),
+    (["up", "--allow-cidr", "0.0.0.0/0", "--allow-wide-cidr"], "refused"),
     (["up", "--max-lifetime", "3d"], "--max-lifetime"),
     (["up", "--servers", "grpc,http"], "--servers"),
     (["up", "--workers", "0"], "--workers"),
@@ -69,6 +73,18 @@ def test_no_credentials_is_one_clear_line(aws: str, monkeypatch: pytest.MonkeyPa
     assert snapshot() == before
 
 
+@pytest.mark.usefixtures("loopback_only")
+def test_a_wide_web_cidr_needs_its_own_flag(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # plan is offline
+    ok = infra("plan", "--allow-cidr", "198.51.100.0/24")
+    assert ok.rc == 0 and "8089 from 198.51.100.0/24" in ok.out, ok.err
+    wide = infra("plan", "--allow-cidr", "10.0.0.0/8", "--allow-wide-cidr")
+    assert wide.rc == 0 and "8089 from 10.0.0.0/8" in wide.out, wide.err
+    none = infra("plan")
+    assert none.rc == 0 and "web UI only through an SSM port forward" in none.out, none.out
+
+
+@pytest.mark.usefixtures("loopback_only")
 def test_plan_needs_no_network(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens there
     monkeypatch.setenv("ECHOSWARM_STATE_FILE", str(tmp_path / "state.json"))
@@ -218,3 +234,103 @@ def test_entry_point_exit_codes(aws: str) -> None:  # noqa: F811
     assert ok.returncode == 0 and "estimated cost" in ok.stdout, ok.stderr
     bad = run("up", "--allow-cidr", "nonsense")
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+
+
+# ---- issue 11: bounds, the state file, local checks (items 8, 9, 13) --------------------------
+
+RUN = ["run", "tests/infra_scenario.py", "--run-id", "abcd"]
+BOUNDS = [
+    ([*RUN, "-u", "0", "-r", "1", "-t", "10s"], "-u"),
+    ([*RUN, "-u", "2000000", "-r", "1", "-t", "10s"], "-u"),
+    ([*RUN, "-u", "5", "-r", "nan", "-t", "10s"], "-r"),
+    ([*RUN, "-u", "5", "-r", "inf", "-t", "10s"], "-r"),
+    ([*RUN, "-u", "5", "-r", "0", "-t", "10s"], "-r"),
+    ([*RUN, "-u", "5", "-r", "1", "-t", "0s"], "-t"),
+    ([*RUN, "-u", "5", "-r", "1", "-t", "25h"], "-t"),
+    ([*RUN, "-u", "5", "-r", "1", "-t", "99999999999999999999h"], "-t"),
+    (["run", "no/such.py", "--run-id", "abcd", "-u", "1", "-r", "1", "-t", "1s"], "no such"),
+    (["up", "--workers", "100000"], "--workers"),
+    (["up", "--workers", "1e3"], "--workers"),
+    (["up", "--max-lifetime", "0m"], "--max-lifetime"),
+    (["up", "--max-lifetime", "99999999999999999999h"], "--max-lifetime"),
+    (["sweep", "--older-than", "99999999999d"], "--older-than"),
+    (["plan", "--region", "mars-1"], "not an AWS region"),
+]
+
+
+@pytest.mark.usefixtures("loopback_only")
+def test_numeric_flags_are_bounded_and_checked_before_any_network(
+    monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
+    """Nothing listens at the endpoint: every one of these must be refused locally, exit 2."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("ECHOSWARM_STATE_FILE", str(tmp_path / "state.json"))
+    for argv, needle in BOUNDS:
+        r = infra(*argv)
+        assert r.rc == 2, (argv, r.rc, r.err)
+        assert len(r.err.strip().splitlines()) == 1, (argv, r.err)
+        assert needle in r.err, (argv, r.err)
+    assert not (tmp_path / "state.json").exists()
+
+
+def test_node_flags_are_bounded_one_line_exit_2() -> None:
+    import subprocess
+    import sys
+
+    from tests.procs import ROOT, env
+
+    for argv, needle in (
+        (["--role", "server", "--kind", "tcp", "--port", "70000"], "--port"),
+        (["--role", "worker", "--master-host", "10.0.0.1", "--master-port", "-5"], "--master-port"),
+        (["--role", "worker", "--master-host", "10.0.0.1", "--processes", "abc"], "--processes"),
+        (["--role", "worker", "--master-host", "10.0.0.1", "--processes", "0"], "--processes"),
+    ):
+        r = subprocess.run(
+            [sys.executable, "-m", "infra.node", *argv, "--print-argv"],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            env=env(),
+            timeout=30,
+        )
+        assert r.returncode == 2, (argv, r.stdout, r.stderr)
+        assert len(r.stderr.strip().splitlines()) == 1 and needle in r.stderr, (argv, r.stderr)
+
+
+@pytest.mark.parametrize(
+    "content", ["[]", '{"runs": []}', '{"runs": {"x": 5}, "last_run": "x"}', "{", '"text"']
+)
+def test_a_malformed_state_file_is_one_line(aws: str, content: str, tmp_path) -> None:  # noqa: F811
+    state.path().write_text(content)
+    for argv in (["status"], ["down"], ["up", "--workers", "1"]):
+        r = infra(*argv)
+        assert r.rc == 2, (argv, r.err)
+        lines = r.err.strip().splitlines()
+        assert len(lines) == 1 and "state file" in lines[0], (argv, r.err)
+        assert str(state.path()) in lines[0]
+
+
+def test_an_unwritable_state_file_is_refused_before_anything_exists(
+    aws: str,  # noqa: F811
+    tmp_path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    monkeypatch.setenv("ECHOSWARM_STATE_FILE", str(blocker / "state.json"))
+    before = snapshot()
+    for argv in (["up", "--workers", "1"], ["down", "--run-id", "abcd"]):
+        r = infra(*argv)
+        assert r.rc == 2, (argv, r.err)
+        lines = r.err.strip().splitlines()
+        assert len(lines) == 1 and "state file" in lines[0], (argv, r.err)
+    assert snapshot() == before
+
+
+def test_down_of_an_unknown_run_says_so(aws: str) -> None:  # noqa: F811
+    r = infra("down", "--run-id", "never-started-1")
+    assert r.rc == 1, r.err
+    last = r.err.strip().splitlines()[-1]
+    assert "removed" not in last and "nothing of run never-started-1" in last, r.err

@@ -7,16 +7,20 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from echoswarm.orchestrate import commands
-from infra import userdata
+from infra import guard, userdata
 from tests.conftest import require_tool
+from tests.infra_fixtures import fake_systemd, run_with_fake_systemd
 from tests.procs import ROOT, env
 
 pytestmark = pytest.mark.timeout(60)
@@ -37,6 +41,9 @@ sys.exit(1 if bad else 0)
 """
 
 
+EXPIRES = 1_795_000_000
+
+
 def rendered(role: str) -> str:
     return userdata.cloud_config(
         role,
@@ -44,6 +51,7 @@ def rendered(role: str) -> str:
         bucket="echoswarm-123456789012-20261122-000000-abcd",
         region="ap-northeast-1",
         lifetime_minutes=120,
+        expires_epoch=EXPIRES,
         master_host="10.77.1.9",
         servers=SERVERS,
     )
@@ -80,7 +88,7 @@ def test_user_data_is_valid_cloud_config_by_cloud_inits_schema(tmp_path: Path) -
 
 def test_user_data_boot_steps() -> None:
     doc = json.loads(rendered("worker").split("\n", 1)[1])
-    assert doc["bootcmd"] == [["shutdown", "-P", "+120", "echoswarm max-lifetime reached"]]
+    assert doc["bootcmd"] == [["sh", "-c", guard.guard_script(120, EXPIRES)]]  # first thing
     run = [" ".join(c) for c in doc["runcmd"]]
     assert any(
         c.startswith("aws s3 cp s3://echoswarm-123456789012-20261122-000000-abcd/code/")
@@ -120,6 +128,7 @@ def test_units_pass_systemd_analyze_verify_without_warnings(tmp_path: Path) -> N
         "echoswarm-server-ws.service",
         "echoswarm-worker.service",
     ]
+    units.update(guard.guard_units(120))  # what systemd-run creates at boot, as files
     for name, text in units.items():
         # The node's paths do not exist here: point them at this machine's, keep the rest.
         local = text.replace(userdata.VENV_DIR + "/bin/python", sys.executable)
@@ -192,7 +201,7 @@ def test_units_run_exactly_the_commands_of_echoswarm_commands(tmp_path: Path) ->
         results_dir="/var/lib/echoswarm/results/r1",
         bind_host="0.0.0.0",
         web=True,
-        web_host="0.0.0.0",
+        web_host="127.0.0.1",  # loopback unless the config says otherwise
         extra=["--ws-url", "ws://10.77.1.7:8765/echo", "--autoquit", "60"]
         + ["--frame-bytes", "3200"],
         python=py,
@@ -213,3 +222,50 @@ def test_node_bootstrap_needs_only_the_standard_library() -> None:
     )
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)[2:] == ["servers", "tcp", "--host", "0.0.0.0", "--port", "7777"]
+
+
+def test_lifetime_guard_is_set_through_pid1_checked_and_fails_safe(tmp_path: Path) -> None:
+    """The bootcmd script, run by sh with stand-ins for systemd's tools: the timer is asked of
+    PID 1 (systemd-run) for the time left to the launch's deadline, capped at the lifetime,
+    then checked; no timer → power off now; deadline passed → power off without one."""
+    bin_dir = fake_systemd(tmp_path / "bin")
+    now = int(time.time())
+
+    def boot(expires: int, **fake: str) -> tuple[subprocess.CompletedProcess[str], str]:
+        log = tmp_path / f"log-{len(list(tmp_path.glob('log-*')))}"
+        log.touch()
+        r = run_with_fake_systemd(guard.guard_script(120, expires), bin_dir, log, **fake)
+        return r, log.read_text()
+
+    r, calls = boot(now + 3600)
+    assert r.returncode == 0, r.stderr
+    (run,) = [c for c in calls.splitlines() if c.startswith("systemd-run ")]
+    left = int(re.search(r"--on-active=(\d+)s ", run).group(1))  # type: ignore[union-attr]
+    assert 3590 <= left <= 3600
+    assert "--unit=echoswarm-lifetime " in run and "--timer-property=AccuracySec=1s" in run
+    assert run.endswith("/usr/bin/systemctl --no-block poweroff")
+    assert "systemctl is-active --quiet echoswarm-lifetime.timer" in calls
+    assert "poweroff" not in calls.replace(run, "")  # checked, and not powering off now
+
+    r, calls = boot(now + 10 * 86400)  # a clock far behind the deadline: the lifetime caps it
+    assert "--on-active=7200s " in calls
+
+    r, calls = boot(now + 3600, run_rc="1", timer="inactive")  # PID 1 did not take the timer
+    assert "could not be set: powering off now" in r.stderr
+    assert calls.splitlines()[-1] == "systemctl --no-block poweroff"
+
+    r, calls = boot(now - 60)  # rebooted after the deadline
+    assert "already reached" in r.stderr
+    assert calls.splitlines() == ["systemctl --no-block poweroff"]
+
+
+def test_guard_report_reads_pid1s_timer(tmp_path: Path) -> None:
+    bin_dir = fake_systemd(tmp_path / "bin")
+    log = tmp_path / "log"
+    r = run_with_fake_systemd(guard.GUARD_REPORT, bin_dir, log, left_s="5400")
+    g = guard.parse_guard(r.stdout)
+    assert g.answered and g.active and g.ends is not None, r.stdout
+    assert abs((g.ends - datetime.now(UTC)).total_seconds() - 5400) < 60
+    r = run_with_fake_systemd(guard.GUARD_REPORT, bin_dir, log, timer="inactive")
+    assert guard.parse_guard(r.stdout) == guard.Guard(True, False, None, "timer inactive")
+    assert guard.parse_guard("") == guard.Guard(False, note="no report")
