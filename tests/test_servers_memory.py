@@ -127,6 +127,7 @@ def test_server_stream_cancel_burst_is_bounded_and_quiet(start_server, impl: str
             calls = [stub.ServerStream(r, timeout=30) for r in requests]
             for call in calls:
                 call.initial_metadata()  # the server has started this stream (or refused it)
+            for call in calls:
                 call.cancel()
         refused = sum(c.code() == grpc.StatusCode.RESOURCE_EXHAUSTED for c in calls)
         after = rss.settle(below=rss.base + 16 * MiB)
@@ -136,6 +137,7 @@ def test_server_stream_cancel_burst_is_bounded_and_quiet(start_server, impl: str
         assert [len(f.payload) for f in stub.ServerStream(req, timeout=20)] == [MiB] * 4
     no_errors_logged(p)
     # The default budget (--stream-memory-bytes 256 MiB) admits one such call at a time.
+    assert refused == 15
     assert rss.peak - rss.base < 400 * MiB
     assert after - rss.base < 16 * MiB  # nothing kept once the calls are gone
 
