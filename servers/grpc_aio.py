@@ -16,6 +16,7 @@ from grpc_reflection.v1alpha import reflection
 from protos import echo_pb2, echo_pb2_grpc
 from servers import grpc_shared as shared
 from servers.common import announce
+from servers.held_bytes import AsyncHeldBytes
 
 log = logging.getLogger("servers.grpc")
 
@@ -31,6 +32,8 @@ class AioEcho(echo_pb2_grpc.EchoServicer):
         self.inflight = inflight
         self.delay_ns = config.delay_ns
         self.limit = config.max_message_bytes
+        self.delay_buffer = config.delay_buffer_bytes
+        self.budget = shared.StreamBudget(config.stream_memory_bytes)
 
     @shared.tracked
     async def Unary(self, request: echo_pb2.Frame, context: Any) -> echo_pb2.Frame:
@@ -39,21 +42,27 @@ class AioEcho(echo_pb2_grpc.EchoServicer):
         return request
 
     @shared.tracked
-    async def ServerStream(
-        self, request: echo_pb2.StreamRequest, context: Any
-    ) -> AsyncIterator[echo_pb2.Frame]:
+    async def ServerStream(self, request: echo_pb2.StreamRequest, context: Any) -> None:
+        # A coroutine writing with context.write (not an async generator): a client cancel then
+        # lands in this frame, so the budget is given back at once, not when a suspended
+        # generator happens to be collected.
         problem = shared.stream_request_problem(request, self.limit)
         if problem:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
-        payload = shared.payload_of(request.payload_bytes)
-        start = time.monotonic_ns() + self.delay_ns
-        interval = request.interval_ms * 1_000_000
-        for seq in range(request.count):
-            due = start + seq * interval
-            await _sleep_until(due)
-            yield echo_pb2.Frame(
-                seq=seq, intended_send_ns=due, sent_ns=time.monotonic_ns(), payload=payload
-            )
+        charge = self.budget.charge(request)
+        if not self.budget.take(charge):
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, self.budget.refusal(request))
+        try:
+            start = time.monotonic_ns() + self.delay_ns
+            interval = request.interval_ms * 1_000_000
+            frame = shared.stream_frame(request.payload_bytes)
+            for seq in range(request.count):
+                due = start + seq * interval
+                await _sleep_until(due)
+                frame.seq, frame.intended_send_ns, frame.sent_ns = seq, due, time.monotonic_ns()
+                await context.write(frame)
+        finally:
+            self.budget.give(charge)
 
     @shared.tracked
     async def ClientStream(
@@ -74,29 +83,39 @@ class AioEcho(echo_pb2_grpc.EchoServicer):
             async for frame in request_iterator:
                 yield frame
             return
-        # Reader task stamps arrivals so each reply is due arrival + delay, independently.
-        backlog: asyncio.Queue[tuple[int, echo_pb2.Frame] | None] = asyncio.Queue(
-            shared.BIDI_BACKLOG
-        )
+        # Reader task stamps arrivals so each reply is due arrival + delay, independently; it
+        # stops reading while the stream holds --delay-buffer-bytes (see servers.held_bytes).
+        backlog: asyncio.Queue[tuple[int, int, echo_pb2.Frame] | None] = asyncio.Queue()
+        held = AsyncHeldBytes(self.delay_buffer)
+        frames = aiter(request_iterator)
 
         async def read() -> None:
             try:
-                async for frame in request_iterator:
-                    await backlog.put((time.monotonic_ns(), frame))
+                while True:
+                    await held.wait_for_room()
+                    frame = await anext(frames, None)
+                    if frame is None:
+                        return
+                    size = frame.ByteSize()
+                    held.hold(size)
+                    backlog.put_nowait((time.monotonic_ns(), size, frame))
             finally:
-                await backlog.put(None)
+                backlog.put_nowait(None)
 
         reader = asyncio.create_task(read())
         try:
             while (item := await backlog.get()) is not None:
-                await _sleep_until(item[0] + self.delay_ns)
-                yield item[1]
+                arrived, size, frame = item
+                await _sleep_until(arrived + self.delay_ns)
+                yield frame
+                held.release(size)
             await reader  # surfaces a read error as the call's status
         finally:
             reader.cancel()
 
 
 async def serve(config: shared.Config) -> None:
+    shared.quiet_client_cancels()
     # Handlers first: a harness may signal the moment it reads the LISTENING line.
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

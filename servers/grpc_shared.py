@@ -1,10 +1,12 @@
 """What the two gRPC server implementations share: settings, call accounting for shutdown,
-binding, and the pieces of the Echo RPCs that do not depend on aio vs threads."""
+binding, the ServerStream memory budget, quiet client cancels, and the pieces of the Echo RPCs
+that do not depend on aio vs threads."""
 
 from __future__ import annotations
 
 import functools
 import inspect
+import logging
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
@@ -20,9 +22,10 @@ from servers.common import UsageError, probe_bind
 SERVICE_NAME = echo_pb2.DESCRIPTOR.services_by_name["Echo"].full_name
 # Head-room for the Frame's other fields when checking a requested payload against the limit.
 FRAME_OVERHEAD = 64
-# Bounded so a client pipelining into a delayed Bidi stream meets HTTP/2 flow control instead of
-# growing the server's memory.
-BIDI_BACKLOG = 1024
+# What one ServerStream call holds while it streams, in payloads: its Frame (protobuf copies the
+# payload in), the Frame's encoding, and gRPC core's copy of the message being sent.
+STREAM_CHARGE = 3
+DEFAULT_STREAM_MEMORY = 256 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,8 @@ class Config:
     max_message_bytes: int
     grace_s: float
     handshake_timeout_s: float
+    stream_memory_bytes: int = DEFAULT_STREAM_MEMORY
+    delay_buffer_bytes: int = 4 * 1024 * 1024
 
     def options(self) -> list[tuple[str, Any]]:
         return [
@@ -49,9 +54,80 @@ class Config:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
-@functools.lru_cache(maxsize=16)
-def payload_of(size: int) -> bytes:
-    return pattern(size)
+def stream_frame(payload_bytes: int) -> echo_pb2.Frame:
+    """The one Frame a ServerStream call sends over and over (seq and stamps set per send).
+
+    Built per call and never cached: a cache keyed by size let a handful of ~10-byte requests
+    pin a GiB. Reusing one Frame is safe because both gRPC stacks serialise a message before
+    the handler is resumed for the next one.
+    """
+    return echo_pb2.Frame(payload=pattern(payload_bytes))
+
+
+class StreamBudget:
+    """The memory all ServerStream calls may hold at once (``--stream-memory-bytes``).
+
+    A call is charged ``STREAM_CHARGE × payload_bytes`` for as long as it runs; a call that does
+    not fit is refused at once with RESOURCE_EXHAUSTED (a visible failure, not a silent wait
+    that would distort the latency it measures). So however many clients ask for however large
+    frames, ServerStream never holds more than the budget.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def charge(request: echo_pb2.StreamRequest) -> int:
+        return STREAM_CHARGE * (request.payload_bytes + FRAME_OVERHEAD)
+
+    def take(self, amount: int) -> bool:
+        with self._lock:
+            if self.used + amount > self.limit:
+                return False
+            self.used += amount
+            return True
+
+    def give(self, amount: int) -> None:
+        with self._lock:
+            self.used -= amount
+
+    def refusal(self, request: echo_pb2.StreamRequest) -> str:
+        amount = self.charge(request)
+        if amount > self.limit:
+            return (
+                f"payload_bytes {request.payload_bytes} needs {amount} bytes of stream memory, "
+                f"more than this server's whole budget ({self.limit}, --stream-memory-bytes)"
+            )
+        return (
+            f"server busy: ServerStream calls already hold {self.used} of {self.limit} bytes "
+            f"(--stream-memory-bytes); this one needs {amount}"
+        )
+
+
+class QuietClientCancels(logging.Filter):
+    """grpc.aio logs ``ExecuteBatchError raised in core by servicer method`` as an ERROR with a
+    traceback when a reply cannot be written because the client already cancelled or reset the
+    call. grpc means to ignore exactly that case (it checks whether the client closed), but the
+    check races with the failed write, so most cancels of a busy stream get logged. The call is
+    over either way and the client has its status: keep it to one DEBUG line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if type(exc).__name__ != "ExecuteBatchError":
+            return True
+        if not logging.getLogger("servers.grpc").isEnabledFor(logging.DEBUG):
+            return False
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        record.msg = f"call ended by the client: {record.getMessage()}"
+        record.args = ()
+        record.exc_info = None
+        return True
+
+
+def quiet_client_cancels() -> None:
+    logging.getLogger("grpc._cython.cygrpc").addFilter(QuietClientCancels())
 
 
 def count_frame(summary: echo_pb2.StreamSummary, frame: echo_pb2.Frame) -> None:

@@ -18,6 +18,7 @@ from grpc_reflection.v1alpha import reflection
 from protos import echo_pb2, echo_pb2_grpc
 from servers import grpc_shared as shared
 from servers.common import announce
+from servers.held_bytes import HeldBytes
 
 log = logging.getLogger("servers.grpc")
 
@@ -31,6 +32,8 @@ class SyncEcho(echo_pb2_grpc.EchoServicer):
         self.inflight = inflight
         self.delay_ns = config.delay_ns
         self.limit = config.max_message_bytes
+        self.delay_buffer = config.delay_buffer_bytes
+        self.budget = shared.StreamBudget(config.stream_memory_bytes)
         self.stopping = stopping
 
     def _wait_until(self, deadline_ns: int) -> bool:
@@ -53,16 +56,23 @@ class SyncEcho(echo_pb2_grpc.EchoServicer):
         problem = shared.stream_request_problem(request, self.limit)
         if problem:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
-        payload = shared.payload_of(request.payload_bytes)
-        start = time.monotonic_ns() + self.delay_ns
-        interval = request.interval_ms * 1_000_000
-        for seq in range(request.count):
-            due = start + seq * interval
-            if not self._wait_until(due) or not context.is_active():
-                return
-            yield echo_pb2.Frame(
-                seq=seq, intended_send_ns=due, sent_ns=time.monotonic_ns(), payload=payload
-            )
+        charge = self.budget.charge(request)
+        if not self.budget.take(charge):
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, self.budget.refusal(request))
+        # The budget goes back when the call ends: grpc stops iterating a cancelled call and
+        # drops the generator, which runs this finally (CPython closes it when released).
+        try:
+            start = time.monotonic_ns() + self.delay_ns
+            interval = request.interval_ms * 1_000_000
+            frame = shared.stream_frame(request.payload_bytes)
+            for seq in range(request.count):
+                due = start + seq * interval
+                if not self._wait_until(due) or not context.is_active():
+                    return
+                frame.seq, frame.intended_send_ns, frame.sent_ns = seq, due, time.monotonic_ns()
+                yield frame
+        finally:
+            self.budget.give(charge)
 
     @shared.tracked
     def ClientStream(
@@ -82,27 +92,30 @@ class SyncEcho(echo_pb2_grpc.EchoServicer):
         if not self.delay_ns:
             yield from request_iterator
             return
-        backlog: queue.Queue[tuple[int, echo_pb2.Frame] | None] = queue.Queue(shared.BIDI_BACKLOG)
+        # The reader stops reading while the stream holds --delay-buffer-bytes (see
+        # servers.held_bytes), so the queue itself needs no bound.
+        backlog: queue.SimpleQueue[tuple[int, int, echo_pb2.Frame] | None] = queue.SimpleQueue()
+        held = HeldBytes(self.delay_buffer)
 
-        def put(item: tuple[int, echo_pb2.Frame] | None) -> bool:
-            # Blocks while the backlog is full, but gives up once the call is over, so a
-            # cancelled stream cannot strand this thread on a queue nobody drains.
+        def room() -> bool:
+            # Gives up once the call is over, so a cancelled stream cannot strand this thread.
             while context.is_active():
-                try:
-                    backlog.put(item, timeout=0.5)
+                if held.wait_for_room(timeout=0.5):
                     return True
-                except queue.Full:
-                    pass
             return False
 
         def read() -> None:
             try:
-                for frame in request_iterator:
-                    if not put((time.monotonic_ns(), frame)):
-                        return
-            except Exception:  # the call was cancelled or the client vanished
-                log.debug("bidi reader ended", exc_info=True)
-            put(None)
+                while room():
+                    frame = next(request_iterator, None)
+                    if frame is None:
+                        break
+                    size = frame.ByteSize()
+                    held.hold(size)
+                    backlog.put((time.monotonic_ns(), size, frame))
+            except Exception as exc:  # the call was cancelled or the client vanished
+                log.debug("bidi reader ended: %s: %s", type(exc).__name__, exc)
+            backlog.put(None)
 
         # A helper thread (not from the pool) reads, so replies are timed from arrivals.
         threading.Thread(target=read, name="bidi-reader", daemon=True).start()
@@ -115,12 +128,15 @@ class SyncEcho(echo_pb2_grpc.EchoServicer):
                 return
             if item is None:
                 return
-            if not self._wait_until(item[0] + self.delay_ns) or not context.is_active():
+            arrived, size, frame = item
+            if not self._wait_until(arrived + self.delay_ns) or not context.is_active():
                 return
-            yield item[1]
+            yield frame
+            held.release(size)
 
 
 def serve(config: shared.Config, threads: int) -> None:
+    shared.quiet_client_cancels()
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

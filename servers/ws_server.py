@@ -25,7 +25,13 @@ Behaviour, and the choices behind it:
     pending at a time; beyond that a connection waits for room before its acknowledgement
     (backpressure rather than unbounded memory).
 - ``--delay-ms D`` delays every reply to D after its request arrived; pipelined requests are
-  not serialised by it (reply i goes at arrival_i + D, in order).
+  not serialised by it (reply i goes at arrival_i + D, in order). A connection holds at most
+  ``--delay-buffer-bytes`` (4 MiB) of delayed messages; beyond that the server stops reading it
+  until replies go out (TCP backpressure instead of memory growth).
+- Memory per connection is bounded in bytes, not messages: websockets' own receive buffer is
+  set to about 16 MiB of frames (``read_ahead_frames``: 16 frames, fewer for a larger
+  ``--max-size``), so a client that pipelines large messages and never reads its replies stops
+  being read after a few messages.
 - Clients that vanish mid-message, reset connections, garbage instead of a handshake and
   handshake timeouts (``--open-timeout-s``, default 10) are logged at DEBUG, never as
   tracebacks. SIGTERM/SIGINT close every connection (1001) within ``--grace-s`` and exit 0.
@@ -47,19 +53,26 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from websockets.asyncio.server import Request, Response, ServerConnection, serve
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
 from websockets.protocol import State
 
 from echoswarm import wire
 from servers.common import (
+    MAX_BACKLOG,
+    MAX_MESSAGE_BYTES,
+    MAX_TIMEOUT_S,
     add_common_arguments,
+    add_delay_buffer_argument,
     add_grace_argument,
     announce,
     bind_error,
-    non_negative_float,
-    positive_int,
+    bytes_between,
+    int_between,
     raise_nofile_limit,
+    return_large_frees,
+    seconds_between,
 )
+from servers.held_bytes import AsyncHeldBytes
 
 log = logging.getLogger("servers.ws")
 
@@ -68,9 +81,12 @@ DEFAULT_PORT = 8765
 DEFAULT_MAX_SIZE = 16 * 1024 * 1024
 DEFAULT_BACKLOG = 4096
 BACKGROUND_LIMIT = 64
-# Bounded so a client pipelining into a delayed connection is slowed by TCP backpressure
-# instead of growing the server's memory.
-DELAY_BACKLOG = 1024
+MAX_WORKERS = 256
+# websockets buffers up to ``max_queue`` received frames per connection (default 16) before it
+# stops reading: a count, so with 16 MiB messages a client that never reads its replies could
+# park 256 MiB on one connection. Scale the count to keep about this many bytes instead.
+READ_AHEAD_BYTES = 16 * 1024 * 1024
+LIBRARY_MAX_QUEUE = 16
 CLOSE_INVALID_DATA = 1007
 CLOSE_INTERNAL_ERROR = 1011
 MAX_REASON_BYTES = 123  # RFC 6455: a close reason fits in a 125-byte control frame
@@ -92,9 +108,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--max-size",
-        type=positive_int,
+        type=bytes_between(1, MAX_MESSAGE_BYTES),
         default=DEFAULT_MAX_SIZE,
-        help="largest message accepted, in bytes; larger ones close with 1009 (default 16 MiB)",
+        help="largest message accepted, 1..256 MiB; larger ones close with 1009 (default 16 MiB)",
     )
     parser.add_argument(
         "--compression",
@@ -104,27 +120,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--workers",
-        type=positive_int,
-        default=os.cpu_count() or 1,
-        help="stats mode: worker processes for the computation (default: CPU count)",
+        type=int_between(1, MAX_WORKERS),
+        default=min(os.cpu_count() or 1, MAX_WORKERS),
+        help=f"stats mode: worker processes for the computation, 1..{MAX_WORKERS} "
+        "(default: CPU count)",
     )
     parser.add_argument(
         "--backlog",
-        type=positive_int,
+        type=int_between(1, MAX_BACKLOG),
         default=DEFAULT_BACKLOG,
-        help=f"listen backlog (default {DEFAULT_BACKLOG}; asyncio's own 100 drops SYNs in bursts)",
+        help=f"listen backlog, 1..{MAX_BACKLOG} (default {DEFAULT_BACKLOG}; asyncio's own 100 "
+        "drops SYNs in bursts)",
     )
     parser.add_argument(
         "--open-timeout-s",
-        type=non_negative_float,
+        type=seconds_between(0, MAX_TIMEOUT_S),
         default=10.0,
-        help="drop connections whose opening handshake is not done by then (10; 0 = never)",
+        help="drop connections whose opening handshake is not done by then "
+        f"(0..{MAX_TIMEOUT_S:.0f} s, 0 = never; default 10)",
     )
+    add_delay_buffer_argument(parser, "connection")
     add_grace_argument(parser, "connections to close")
 
 
 def run(args: argparse.Namespace) -> int:
     raise_nofile_limit()
+    return_large_frees()
     pool = None
     if args.work == "stats":
         from servers.ws_stats import start_pool  # numpy only where it is needed
@@ -138,6 +159,11 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def read_ahead_frames(max_size: int) -> int:
+    """websockets' ``max_queue`` for this ``--max-size``: 1..16 frames, about 16 MiB."""
+    return max(1, min(LIBRARY_MAX_QUEUE, READ_AHEAD_BYTES // max_size))
+
+
 class BadFrame(Exception):
     """A message claimed to be an echoswarm frame (magic ``ES``) but is not a valid one."""
 
@@ -147,6 +173,7 @@ class Echo:
 
     def __init__(self, args: argparse.Namespace, pool: Executor | None) -> None:
         self.delay_ns = int(args.delay_ms * 1_000_000)
+        self.delay_buffer = args.delay_buffer_bytes
         self.stats = args.work == "stats"
         self.reply_before = args.reply == "before"
         self.pool = pool
@@ -170,8 +197,13 @@ class Echo:
             await ws.close(CLOSE_INTERNAL_ERROR, _reason(f"server error: {type(exc).__name__}"))
 
     async def _delayed(self, ws: ServerConnection) -> None:
-        """Read and reply concurrently, so each reply is due at its own arrival + delay."""
-        backlog: asyncio.Queue[tuple[int, str | bytes]] = asyncio.Queue(DELAY_BACKLOG)
+        """Read and reply concurrently, so each reply is due at its own arrival + delay.
+
+        The reader stops reading while this connection holds ``--delay-buffer-bytes`` of
+        messages not yet replied to (``servers.held_bytes``), so the queue needs no bound.
+        """
+        backlog: asyncio.Queue[tuple[int, str | bytes]] = asyncio.Queue()
+        held = AsyncHeldBytes(self.delay_buffer)
 
         async def write() -> None:
             while True:
@@ -181,10 +213,17 @@ class Echo:
                 if wait > 0:
                     await asyncio.sleep(wait / 1e9)
                 await ws.send(reply)
+                held.release(len(message))
 
         async def read() -> None:
-            async for message in ws:
-                await backlog.put((time.monotonic_ns(), message))
+            while True:
+                await held.wait_for_room()
+                try:
+                    message = await ws.recv()
+                except ConnectionClosedOK:
+                    return
+                held.hold(len(message))
+                backlog.put_nowait((time.monotonic_ns(), message))
 
         # Whichever ends first ends the connection: the client leaving stops the writer, and a
         # writer failure (a bad frame) must not wait for the client's next message.
@@ -315,6 +354,7 @@ async def _serve(args: argparse.Namespace, pool: Executor | None) -> None:
             args.port,
             process_request=_only_echo_path,
             max_size=args.max_size,
+            max_queue=read_ahead_frames(args.max_size),
             compression="deflate" if args.compression == "deflate" else None,
             logger=_protocol_logger(),
             create_connection=_TrackedConnection,

@@ -290,9 +290,8 @@ def ws_frame_head(length: int, opcode: int = 0x2) -> bytes:
     return head + b"\0\0\0\0"
 
 
-def grpc_call_head(path: str, message_len: int) -> bytes:
-    """HTTP/2 HEADERS for a gRPC call on stream 1 (HPACK literals, no Huffman) and the start of
-    a DATA frame whose 5-byte gRPC prefix announces ``message_len`` bytes."""
+def grpc_headers(path: str) -> bytes:
+    """HTTP/2 HEADERS for a gRPC call on stream 1 (HPACK literals, no Huffman)."""
 
     def literal(name: bytes, value: bytes) -> bytes:
         return b"\x00" + bytes([len(name)]) + name + bytes([len(value)]) + value
@@ -306,10 +305,29 @@ def grpc_call_head(path: str, message_len: int) -> bytes:
         + literal(b"content-type", b"application/grpc")
         + literal(b"te", b"trailers")
     )
-    headers = struct.pack("!I", len(block))[1:] + b"\x01\x04" + struct.pack("!I", 1) + block
+    return struct.pack("!I", len(block))[1:] + b"\x01\x04" + struct.pack("!I", 1) + block
+
+
+def grpc_call_head(path: str, message_len: int) -> bytes:
+    """A gRPC call's HEADERS and the start of a DATA frame whose 5-byte gRPC prefix announces
+    ``message_len`` bytes."""
     chunk = 60_000  # within the initial 65,535-byte flow-control window
     data = struct.pack("!I", chunk)[1:] + b"\x00\x00" + struct.pack("!I", 1)
-    return headers + data + b"\x00" + struct.pack("!I", message_len) + b"z" * (chunk - 5)
+    return grpc_headers(path) + data + b"\x00" + struct.pack("!I", message_len) + b"z" * (chunk - 5)
+
+
+def grpc_request(path: str, message: bytes, end_stream: bool = True) -> bytes:
+    """A whole gRPC request on stream 1: HEADERS, then one DATA frame holding ``message``."""
+    body = b"\x00" + struct.pack("!I", len(message)) + message
+    flags = b"\x01" if end_stream else b"\x00"
+    return (
+        grpc_headers(path)
+        + struct.pack("!I", len(body))[1:]
+        + b"\x00"
+        + flags
+        + struct.pack("!I", 1)
+        + body
+    )
 
 
 def test_resets_in_the_middle_of_a_message(target: Target, closing) -> None:
@@ -339,3 +357,114 @@ def test_ws_frame_claiming_a_huge_length_gets_1009(start_server) -> None:
     assert struct.unpack("!H", reply[2:4])[0] == 1009
     ws_probe(f"ws://{p.target}/echo")(3)
     assert psutil.Process(p.pid).memory_info().rss < 500 * 1024 * 1024
+
+
+def recv_some(s: socket.socket, n: int, deadline_s: float = 10) -> bytes:
+    """Read until ``n`` bytes have come (or EOF, or the deadline)."""
+    s.settimeout(deadline_s)
+    got = b""
+    end = time.monotonic() + deadline_s
+    while len(got) < n and time.monotonic() < end:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        got += chunk
+    return got
+
+
+def assert_quiet_log(p: procs.Proc) -> None:
+    text = p.stderr_text()
+    assert "Traceback" not in text, text[-3000:]
+    assert " ERROR " not in text and " WARNING " not in text, text[-3000:]
+
+
+@pytest.mark.parametrize("impl", ["aio", "sync"])
+def test_grpc_whole_requests_then_resets_log_nothing(start_server, impl: str) -> None:
+    """Complete calls of every kind, each reset by the client while the server is answering it
+    (mid-stream, or before a delayed reply): routine, so no ERROR and no traceback, even at
+    --log-level debug, and the server keeps serving."""
+    p = start_server("grpc", "--impl", impl, "--delay-ms", "20", "--log-level", "debug")
+    frame = echo_pb2.Frame(seq=1, payload=pattern(3200)).SerializeToString()
+    endless = echo_pb2.StreamRequest(count=2**32 - 1, payload_bytes=256 * 1024)
+    calls = [
+        ("/echoswarm.v1.Echo/ServerStream", endless.SerializeToString(), True, 60_000),
+        ("/echoswarm.v1.Echo/ServerStream", endless.SerializeToString(), True, 0),
+        ("/echoswarm.v1.Echo/Unary", frame, True, 0),
+        ("/echoswarm.v1.Echo/Bidi", frame * 1, False, 0),  # stream left open, then reset
+        ("/echoswarm.v1.Echo/ClientStream", frame, False, 0),
+    ]
+    for _ in range(4):
+        for path, message, end_stream, wait_for in calls:
+            s = socket.create_connection((p.host, p.port), timeout=10)
+            s.sendall(H2_HELLO + grpc_request(path, message, end_stream))
+            if wait_for:  # the server is streaming 256 KiB frames at us
+                assert len(recv_some(s, wait_for)) >= wait_for
+            reset(s)
+    grpc_probe(p.target)(5)
+    assert_quiet_log(p)
+
+
+def test_ws_huge_and_invalid_length_headers_log_no_traceback(start_server, closing) -> None:
+    """Frame headers claiming 2**62, 2**63 (reserved top bit) and 2**64 - 1 bytes, answered or
+    cut off by a reset, and a text frame claiming 1 GiB: each closes that connection only."""
+    p = start_server("ws", "--log-level", "debug")
+    for length in (2**62, 2**63, 2**64 - 1, 17 * 1024 * 1024):
+        for cut in (False, True):
+            s = socket.create_connection((p.host, p.port), timeout=10)
+            closing.append(s)
+            s.sendall(procs.ws_upgrade_request(p.host, p.port))
+            assert procs.read_http_head(s).startswith(b"HTTP/1.1 101")
+            s.sendall(struct.pack("!BBQ", 0x82, 0x80 | 127, length) + b"\0\0\0\0" + b"x" * 100)
+            if cut:
+                reset(s)
+            else:
+                assert closed_by_server(s, 10), length
+    s = socket.create_connection((p.host, p.port), timeout=10)
+    closing.append(s)
+    s.sendall(procs.ws_upgrade_request(p.host, p.port))
+    assert procs.read_http_head(s).startswith(b"HTTP/1.1 101")
+    s.sendall(ws_frame_head(2**30, opcode=0x1) + b"y" * 1000)
+    assert closed_by_server(s, 10)
+    ws_probe(f"ws://{p.target}/echo")(3)
+    assert psutil.Process(p.pid).memory_info().rss < 200 * 1024 * 1024
+    assert_quiet_log(p)
+
+
+TCP_MODELS = [
+    "asyncio",
+    "uvloop",
+    "simple",
+    "select",
+    "epoll",
+    "fork",
+    "thread",
+    "prefork",
+    "prethread",
+    "select_prethread",
+]
+
+
+@pytest.mark.parametrize("model", TCP_MODELS)
+def test_tcp_delayed_half_close_and_reset(start_server, closing, model: str) -> None:
+    """With --delay-ms: a client that half-closes while its echoes are still held back gets every
+    byte and then EOF; one that resets with echoes pending costs nothing; garbage is just bytes.
+    No traceback, no warning, even at --log-level debug."""
+    p = start_server("tcp", "--model", model, "--delay-ms", "30", "--workers", "2",
+                     "--log-level", "debug")  # fmt: skip
+    data = os.urandom(300_000)
+    s = socket.create_connection((p.host, p.port), timeout=10)
+    closing.append(s)
+    s.sendall(data)
+    s.shutdown(socket.SHUT_WR)
+    got = b""
+    while chunk := s.recv(65536):
+        got += chunk
+    assert got == data
+    for _ in range(3):
+        r = socket.create_connection((p.host, p.port), timeout=10)
+        r.sendall(os.urandom(100_000))
+        reset(r)
+    with socket.create_connection((p.host, p.port), timeout=10) as ok:
+        ok.sendall(b"still here")
+        assert recv_some(ok, 10) == b"still here"
+    assert_quiet_log(p)

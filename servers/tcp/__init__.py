@@ -24,10 +24,10 @@ from collections.abc import Callable
 from typing import cast
 
 from servers.common import (
+    MAX_BACKLOG,
     add_common_arguments,
     announce,
-    non_negative_int,
-    positive_int,
+    int_between,
     raise_nofile_limit,
 )
 from servers.tcp import sockets
@@ -37,6 +37,8 @@ log = logging.getLogger("servers.tcp")
 
 DEFAULT_PORT = 7777
 DEFAULT_BACKLOG = 4096
+MAX_WORKERS = 1024
+MAX_CONNECTIONS = 1_000_000
 
 MODELS = (
     "asyncio",
@@ -66,24 +68,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--workers",
-        type=positive_int,
+        type=int_between(1, MAX_WORKERS),
         default=None,
-        help="pool size for prefork (default 4×CPUs, min 4), prethread (64) and "
-        "select_prethread (4×CPUs, min 4); ignored by the other models",
+        help=f"pool size, 1..{MAX_WORKERS}, for prefork (default 4×CPUs, min 4), prethread (64) "
+        "and select_prethread (4×CPUs, min 4); ignored by the other models",
     )
     parser.add_argument(
         "--backlog",
-        type=positive_int,
+        type=int_between(1, MAX_BACKLOG),
         default=DEFAULT_BACKLOG,
-        help=f"listen backlog (default {DEFAULT_BACKLOG}; the kernel caps it at somaxconn)",
+        help=f"listen backlog, 1..{MAX_BACKLOG} (default {DEFAULT_BACKLOG}; the kernel caps it "
+        "at somaxconn)",
     )
     parser.add_argument(
         "--max-connections",
-        type=non_negative_int,
+        type=int_between(0, MAX_CONNECTIONS),
         default=0,
-        help="most connections served at once, the rest wait in the backlog (0 = model default: "
-        "select/select_prethread ~1010 (FD_SETSIZE), fork 1024, thread 4096, others 100000); "
-        "simple serves 1 and prefork/prethread --workers",
+        help=f"most connections served at once, 0..{MAX_CONNECTIONS}; the rest wait in the "
+        "backlog (0 = model default: select/select_prethread ~1010 (FD_SETSIZE), fork 1024, "
+        "thread 4096, others 100000); simple serves 1 and prefork/prethread --workers",
     )
 
 
