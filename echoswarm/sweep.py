@@ -22,6 +22,10 @@ Which grid is run follows from the one server the locustfile declares:
 
       python -m echoswarm sweep locustfiles/image_frames.py --images 1000
 
+* ``jobs`` → seed S004, concurrent uploads × rq workers (0 = inline) (:mod:`echoswarm.sweep_jobs`)::
+
+      python -m echoswarm sweep locustfiles/job_queue.py --queue-workers 0,3,10 --uploads 5,10
+
 Exit codes: 0 ok (capped cells included: they are reported, not errors) · 2 usage error ·
 3 a cell failed to run · 130/143 interrupted (the table covers the cells done so far).
 """
@@ -321,6 +325,8 @@ def _grid_for(servers: list[ServerSpec]) -> str | None:
         return "tcp"
     if server.kind == "ws" and "stats" in server.args:
         return "images"
+    if server.kind == "jobs":
+        return "jobs"
     return None
 
 
@@ -348,9 +354,13 @@ def build_plan(argv: list[str]) -> Plan:
         from echoswarm import sweep_images
 
         return sweep_images.make_plan(argv, servers)
+    if grid == "jobs":
+        from echoswarm import sweep_jobs
+
+        return sweep_jobs.make_plan(argv, servers)
     raise UsageError(
-        f"{locustfile} is not a sweep scenario (it must declare one server: tcp, or ws with "
-        "--work stats)"
+        f"{locustfile} is not a sweep scenario (it must declare one server: tcp, ws with "
+        "--work stats, or jobs)"
     )
 
 

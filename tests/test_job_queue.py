@@ -1,0 +1,78 @@
+"""S004 end to end: ``python -m echoswarm sweep locustfiles/job_queue.py`` in a short form
+(real jobs server, Redis, rq workers, Locust master and worker per cell), and its usage errors.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from echoswarm import sweep
+from echoswarm.results import read_summary
+from tests import procs
+from tests.conftest import require_tool
+
+JOB_QUEUE = "locustfiles/job_queue.py"
+
+
+@pytest.mark.timeout(120)
+def test_short_sweep_inline_vs_queue_has_a_checked_row_per_cell(tmp_path: Path) -> None:
+    require_tool("redis-server")
+    out = tmp_path / "sweep"
+    proc = subprocess.run(
+        [
+            procs.PYTHON, "-m", "echoswarm", "sweep", JOB_QUEUE, "--quick",
+            "--queue-workers", "0,1", "--uploads", "3", "--job-cpu-ms", "50", "--out", str(out),
+        ],
+        cwd=procs.ROOT,
+        env=procs.env(),
+        capture_output=True,
+        text=True,
+        timeout=110,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    with (out / "sweep.csv").open() as f:
+        rows = {int(r["workers"]): r for r in csv.DictReader(f)}
+    assert set(rows) == {0, 1}
+    for workers, r in rows.items():
+        assert r["status"] == "done" and r["answered"] == "3/3" and r["errors"] == "0", r
+        first, slowest, p50 = float(r["first_s"]), float(r["slowest_s"]), float(r["p50_s"])
+        assert 0 < first <= p50 <= slowest <= float(r["all_s"]) + 0.01, r
+        summary = {s["name"]: s for s in read_summary(Path(r["results"]))}
+        if workers == 0:  # inline: one request per upload, nothing queued
+            assert set(summary) == {"native"} and summary["native"]["count"] == 3
+        else:  # every row of the queue, every job checked and finished
+            assert set(summary) == {"submit", "poll", "job", "queue wait", "run"}
+            assert all(summary[n]["count"] == 3 for n in ("submit", "job", "queue wait", "run"))
+            assert float(r["run_p50_s"]) > 0 and float(r["wait_p50_s"]) >= 0
+        assert {s["request_type"] for s in summary.values()} == {"http"}
+    cells = json.loads((out / "sweep.json").read_text())["cells"]
+    assert [c["server_overrides"]["jobs"] for c in cells] == [
+        ["--queue-workers", str(w), "--job-cpu-ms", "50"] for w in (0, 1)
+    ]
+    table = (out / "sweep.md").read_text()
+    assert table.startswith("| uploads | workers | status | answered |")
+    assert "- 3 uploads: " in table and "CPU floor on" in table
+    assert (out / "sweep.png").stat().st_size > 1000
+    assert "| uploads | workers |" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--queue-workers", "0,x"], "'x' is not an integer"),
+        (["--queue-workers", "-1"], "must be >= 0"),
+        (["--uploads", "0"], "must be >= 1"),
+        (["--job-cpu-ms", "fast"], "is not a number"),
+    ],
+)
+def test_usage_errors_are_one_line_exit_2(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert sweep.main([JOB_QUEUE, *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
