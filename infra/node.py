@@ -26,7 +26,7 @@ import venv
 from pathlib import Path
 from typing import Any
 
-from echoswarm.commands import master_argv, server_argv, target_value, worker_argv
+from echoswarm.commands import SERVER_KINDS, master_argv, server_argv, target_value, worker_argv
 
 CODE_DIR = "/opt/echoswarm/code"
 VENV_DIR = "/opt/echoswarm/venv"
@@ -122,7 +122,7 @@ def run_master(config: dict[str, Any], argv: list[str]) -> int:
 def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m infra.node", description=__doc__.split("\n")[0])
     p.add_argument("--role", required=True, choices=("setup", "server", "worker", "master"))
-    p.add_argument("--kind", choices=("grpc", "ws", "tcp"), help="server kind")
+    p.add_argument("--kind", choices=SERVER_KINDS, help="server kind")
     p.add_argument("--host", default="0.0.0.0", help="server bind address")
     p.add_argument("--port", type=int, default=0, help="server port")
     p.add_argument("--master-host", help="worker: the master's (private) address")

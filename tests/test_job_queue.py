@@ -76,3 +76,44 @@ def test_usage_errors_are_one_line_exit_2(
     assert sweep.main([JOB_QUEUE, *args]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0], err
+
+
+# -- on EC2: the server node runs the API, its Redis and the workers ----------------------------
+def test_infra_plan_lists_the_jobs_servers_processes() -> None:
+    from infra.cli import plan_lines
+    from infra.spec import RunSpec, parse_servers
+
+    lines = plan_lines(RunSpec(servers=parse_servers("tcp,jobs")), "ap-northeast-1", "r1")
+    (runs,) = [line for line in lines if line.startswith("  server node runs: ")]
+    assert "tcp echo server" in runs and "jobs API (uvicorn) + its redis-server" in runs
+    assert "rq worker processes and their scheduler" in runs
+    assert any("security group servers: tcp 7777, jobs 8000 from workers" in x for x in lines)
+
+
+def test_server_node_installs_redis_and_runs_the_jobs_server() -> None:
+    import json as json_
+
+    from infra import node, userdata
+
+    doc = json_.loads(
+        userdata.cloud_config(
+            "server",
+            "20261201-000000-abcd",
+            bucket="b",
+            region="ap-northeast-1",
+            lifetime_minutes=60,
+            servers={"tcp": 7777, "jobs": 8000},
+        ).removeprefix("#cloud-config\n")
+    )
+    assert "redis6" in doc["packages"]  # Amazon Linux 2023's Redis (redis6-server)
+    units = [f["path"] for f in doc["write_files"]]
+    assert "/etc/systemd/system/echoswarm-server-jobs.service" in units
+    master = json_.loads(
+        userdata.cloud_config(
+            "master", "20261201-000000-abcd", bucket="b", region="r", lifetime_minutes=60,
+            servers={"jobs": 8000},
+        ).removeprefix("#cloud-config\n")
+    )  # fmt: skip
+    assert "redis6" not in master["packages"]
+    argv = node.build_argv(node.parse(["--role", "server", "--kind", "jobs", "--port", "8000"]), {})
+    assert argv[1:] == ["-m", "servers", "jobs", "--host", "0.0.0.0", "--port", "8000"]
