@@ -21,18 +21,36 @@ import argparse
 import math
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from echoswarm import sweep_table as st
-from echoswarm.argtypes import non_negative_float, non_negative_int, positive_int_list
+from echoswarm.argtypes import (
+    non_negative_float,
+    non_negative_int,
+    positive_int,
+    positive_int_list,
+)
 from echoswarm.scenario import ServerSpec
 from echoswarm.sweep import Cell, Outcome, Plan, SweepParser, UsageError, add_common_flags
 
-FULL = {"workers": (0, 3, 10), "uploads": (5, 10), "job_cpu_ms": 2000.0}
-QUICK = {"workers": (0, 2), "uploads": (4,), "job_cpu_ms": 200.0}
+
+@dataclass(frozen=True)
+class Defaults:
+    """A grid's defaults (each overridden by its flag)."""
+
+    workers: tuple[int, ...]
+    uploads: tuple[int, ...]
+    job_cpu_ms: float
+
+
+# Full: the seed's grid (inline, 3 and 10 workers; 5 and 10 uploads) with 2 s jobs: 6 cells,
+# 3-4 minutes here. Quick: inline vs 2 workers, 4 uploads of 0.2 s, about a minute.
+FULL = Defaults(workers=(0, 3, 10), uploads=(5, 10), job_cpu_ms=2000.0)
+QUICK = Defaults(workers=(0, 2), uploads=(4,), job_cpu_ms=200.0)
 DEFAULT_WORKERS = 1  # Locust workers: the users only wait (one process is plenty)
 
 HEADERS = {
@@ -94,40 +112,45 @@ def make_plan(argv: list[str], servers: list[ServerSpec]) -> Plan:
         "--uploads", type=positive_int_list, default=None, help="concurrent uploads (5,10)"
     )
     p.add_argument("--job-cpu-ms", type=non_negative_float, default=None, help="CPU per job (2000)")
+    p.add_argument(
+        "--repeat", type=positive_int, default=1, help="run the whole grid N times (noise)"
+    )
     ns = p.parse_args(argv)
     base = QUICK if ns.quick else FULL
-    workers = ns.queue_workers or list(base["workers"])  # type: ignore[call-overload]
-    uploads = ns.uploads or list(base["uploads"])  # type: ignore[call-overload]
-    cpu_ms = float(base["job_cpu_ms"] if ns.job_cpu_ms is None else ns.job_cpu_ms)  # type: ignore[arg-type]
+    workers: list[int] = ns.queue_workers or list(base.workers)
+    uploads: list[int] = ns.uploads or list(base.uploads)
+    cpu_ms = base.job_cpu_ms if ns.job_cpu_ms is None else float(ns.job_cpu_ms)
     server = _jobs_server(servers)
     cells = []
-    for n in uploads:
+    grid = [(rep, n, w) for rep in range(1, ns.repeat + 1) for n in uploads for w in workers]
+    for rep, n, w in grid:  # the whole grid again per repeat: drifts spread over every cell
         limit = ns.cell_time or cell_time(n, cpu_ms)
-        for w in workers:
-            cells.append(
-                Cell(
-                    label=f"u{n}-w{w}",
-                    key={"uploads": n, "workers": w},
-                    users=n,
-                    spawn_rate=ns.spawn_rate or float(n),
-                    time_limit_s=limit,
-                    locust_args=[
-                        "--upload-mode",
-                        "inline" if w == 0 else "queued",
-                        "--uploads-per-user",
-                        "1",
-                        "--job-deadline-s",
-                        f"{limit:g}",
-                    ],
-                    server_overrides={
-                        server.label: ["--queue-workers", str(w), "--job-cpu-ms", f"{cpu_ms:g}"]
-                    },
-                    done=_all_answered(n, w),
-                )
+        tag = {"rep": rep} if ns.repeat > 1 else {}
+        cells.append(
+            Cell(
+                label=f"u{n}-w{w}" + (f"-r{rep}" if tag else ""),
+                key={"uploads": n, "workers": w, **tag},
+                users=n,
+                spawn_rate=ns.spawn_rate or float(n),
+                time_limit_s=limit,
+                locust_args=[
+                    "--upload-mode",
+                    "inline" if w == 0 else "queued",
+                    "--uploads-per-user",
+                    "1",
+                    "--job-deadline-s",
+                    f"{limit:g}",
+                ],
+                server_overrides={
+                    server.label: ["--queue-workers", str(w), "--job-cpu-ms", f"{cpu_ms:g}"]
+                },
+                done=_all_answered(n, w),
             )
+        )
     return Plan(
         title=f"S004 job queue: {'/'.join(map(str, uploads))} concurrent uploads of "
-        f"{cpu_ms:g} ms CPU each, workers {'/'.join(map(str, workers))} (0 = inline)",
+        f"{cpu_ms:g} ms CPU each, workers {'/'.join(map(str, workers))} (0 = inline)"
+        + (f", {ns.repeat} repeats" if ns.repeat > 1 else ""),
         locustfile=ns.locustfile,
         workers=ns.workers or DEFAULT_WORKERS,
         cells=cells,
@@ -140,6 +163,7 @@ def make_plan(argv: list[str], servers: list[ServerSpec]) -> Plan:
             "uploads": uploads,
             "job_cpu_ms": cpu_ms,
             "cpus": os.cpu_count(),
+            "repeat": ns.repeat,
             "quick": ns.quick,
         },
     )
@@ -172,6 +196,7 @@ def table(outcomes: list[Outcome]) -> pd.DataFrame:
             {
                 "uploads": n,
                 "workers": w,
+                "rep": int(o.cell.key.get("rep", 1)),
                 "workers_label": "inline" if w == 0 else str(w),
                 "status": o.status,
                 "answered": f"{ok}/{n}",
@@ -193,35 +218,44 @@ def table(outcomes: list[Outcome]) -> pd.DataFrame:
 
 
 def verdicts(df: pd.DataFrame, cpu_ms: float, cpus: int) -> list[str]:
-    """Per uploads level: each worker count against inline; then what the cores allow."""
+    """Per uploads level: each worker count against inline (medians over repeats, done cells
+    only), then the CPU floor the cores allow."""
     out = []
-    for n, group in df.groupby("uploads", sort=False):
-        done = group[group["status"] == "done"]
-        inline = done[done["workers"] == 0]
-        queued = done[done["workers"] > 0]
-        if inline.empty or queued.empty:
+    for n, level in df.groupby("uploads", sort=False):
+        done = level[level["status"] == "done"]
+        med: dict[Any, dict[Any, Any]] = (
+            done.groupby("workers")[["all_s", "slowest_s"]].median().to_dict("index")
+        )
+        runs = int(done.groupby("workers")["all_s"].count().max() or 0)
+        if 0 not in med or len(med) < 2:
             out.append(f"- {n} uploads: no verdict (needs inline and a queue cell done).")
             continue
-        base = float(inline["all_s"].iloc[0])
-        slow = float(inline["slowest_s"].iloc[0])
-        parts = []
-        for _, r in queued.iterrows():
-            ratio = base / r["all_s"] if r["all_s"] else math.nan
+        base, slow = float(med[0]["all_s"]), float(med[0]["slowest_s"])
+        parts, wins = [], []
+        for w, row in med.items():
+            if w == 0:
+                continue
+            all_s = float(row["all_s"])
+            ratio = base / all_s if all_s else math.nan
             parts.append(
-                f"{st.fmt(r['all_s'])} s with {r['workers']} workers ({st.fmt(ratio)}× "
-                f"{'sooner' if ratio >= 1 else 'later'}; slowest job {st.fmt(r['slowest_s'])} s)"
+                f"{st.fmt(all_s)} s with {w} workers ({st.fmt(ratio)}× "
+                f"{'sooner' if ratio >= 1 else 'later'}; slowest job "
+                f"{st.fmt(float(row['slowest_s']))} s)"
             )
-        best = queued.sort_values("all_s").iloc[0]
+            if all_s < base:
+                wins.append(str(w))
         winner = (
-            f"the queue finishes sooner ({best['workers']} workers best)"
-            if best["all_s"] < base
+            f"the queue finishes sooner (with {', '.join(wins)} workers)"
+            if wins
             else "inline finishes first"
         )
-        floor = float(group["uploads"].iloc[0]) * cpu_ms / 1000.0 / max(cpus, 1)
+        floor = float(level["uploads"].iloc[0]) * cpu_ms / 1000.0 / max(cpus, 1)
         out.append(
             f"- {n} uploads: {winner} — all answered after {st.fmt(base)} s inline "
-            f"(slowest job {st.fmt(slow)} s) vs " + ", ".join(parts) + f"; CPU floor on "
-            f"{cpus} cores {st.fmt(floor)} s."
+            f"(slowest job {st.fmt(slow)} s) vs "
+            + ", ".join(parts)
+            + (f" (medians of {runs} runs)" if runs > 1 else "")
+            + f"; CPU floor on {cpus} CPUs {st.fmt(floor)} s."
         )
     return out
 
@@ -239,7 +273,8 @@ def render(df: pd.DataFrame, sweep_dir: Path, cpu_ms: float) -> list[Path]:
         "",
         *verdicts(df, cpu_ms, cpus),
     ]
-    files = st.write_outputs(df, sweep_dir, HEADERS, notes)
+    headers = {"rep": "run", **HEADERS} if df["rep"].nunique() > 1 else HEADERS
+    files = st.write_outputs(df, sweep_dir, headers, notes)
     files.append(plot(df, sweep_dir / "sweep.png", cpu_ms, cpus))
     return files
 
@@ -251,6 +286,11 @@ def plot(df: pd.DataFrame, path: Path, cpu_ms: float, cpus: int) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    df = df.groupby(["uploads", "workers"], as_index=False, sort=False).agg(
+        workers_label=("workers_label", "first"),
+        all_s=("all_s", "median"),
+        slowest_s=("slowest_s", "median"),
+    )
     levels = list(dict.fromkeys(df["uploads"]))
     fig, axes = plt.subplots(1, len(levels), figsize=(4.5 * len(levels), 4), squeeze=False)
     for ax, n in zip(axes[0], levels, strict=True):

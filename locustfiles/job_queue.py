@@ -219,6 +219,8 @@ class InlineUpload(_Uploader):
         with self.post("/stt/native", "native", body, headers) as resp:
             resp.request_meta["request_type"] = "http"
             reply, problem = reply_json(resp)
+            if isinstance(getattr(resp, "error", None), TimeoutError):
+                problem = f"deadline: no answer within {self.deadline_s:g} s"
             problem = problem or status_problem(resp, 200, reply)
             if problem is None:
                 problem = check_result(reply.get("result"), freq, self.seconds)

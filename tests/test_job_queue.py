@@ -61,6 +61,32 @@ def test_short_sweep_inline_vs_queue_has_a_checked_row_per_cell(tmp_path: Path) 
     assert "| uploads | workers |" in proc.stdout
 
 
+def test_verdict_compares_each_worker_count_with_inline_over_repeats() -> None:
+    import pandas as pd
+
+    from echoswarm import sweep_jobs
+
+    rows = [  # (rep, uploads, workers, status, all answered after, slowest job)
+        (1, 10, 0, "done", 20.0, 19.5),
+        (1, 10, 3, "done", 12.0, 11.8),
+        (1, 10, 10, "done", 11.0, 10.9),
+        (2, 10, 0, "done", 22.0, 21.5),
+        (2, 10, 3, "done", 14.0, 13.8),
+        (2, 10, 10, "capped", 99.0, 99.0),  # not done: left out of the medians
+        (1, 5, 0, "done", 10.0, 10.0),
+        (1, 5, 3, "failed", None, None),
+    ]
+    df = pd.DataFrame(rows, columns=["rep", "uploads", "workers", "status", "all_s", "slowest_s"])
+    ten, five = sweep_jobs.verdicts(df, cpu_ms=2000, cpus=2)
+    assert ten == (
+        "- 10 uploads: the queue finishes sooner (with 3, 10 workers) — all answered after "
+        "21.0 s inline (slowest job 20.5 s) vs 13.0 s with 3 workers (1.62× sooner; slowest job "
+        "12.8 s), 11.0 s with 10 workers (1.91× sooner; slowest job 10.9 s) (medians of 2 runs); "
+        "CPU floor on 2 CPUs 10.0 s."
+    )
+    assert five == "- 5 uploads: no verdict (needs inline and a queue cell done)."
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -68,6 +94,7 @@ def test_short_sweep_inline_vs_queue_has_a_checked_row_per_cell(tmp_path: Path) 
         (["--queue-workers", "-1"], "must be >= 0"),
         (["--uploads", "0"], "must be >= 1"),
         (["--job-cpu-ms", "fast"], "is not a number"),
+        (["--repeat", "0"], "must be >= 1"),
     ],
 )
 def test_usage_errors_are_one_line_exit_2(

@@ -135,8 +135,13 @@ def dominant(audio: Audio, passes: int) -> dict[str, float | int]:
 
 
 def analyze(data: bytes, passes: int) -> dict[str, float | int]:
-    """The job: WAV bytes → ``{"dominant_hz", "seconds", ...}`` (raises :class:`BadAudio`)."""
-    return dominant(decode_wav(data), passes)
+    """The job: WAV bytes → ``{"dominant_hz", "seconds", ..., "cpu_ms"}`` (raises
+    :class:`BadAudio`). ``cpu_ms`` is the CPU time this thread spent on it: against the wall
+    time it shows how much of a core the job really had."""
+    t0 = time.thread_time_ns()
+    result = dominant(decode_wav(data), passes)
+    result["cpu_ms"] = round((time.thread_time_ns() - t0) / 1e6, 3)
+    return result
 
 
 def tone_wav(

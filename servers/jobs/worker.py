@@ -51,6 +51,8 @@ def main(argv: list[str]) -> int:
     os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)
     from rq.cli import main as rq_main
 
+    import servers.jobs.tasks  # noqa: F401  (imported once here, not in every forked horse)
+
     try:
         rq_main(args=["worker", *argv], prog_name="rq")
     except SystemExit as exc:
