@@ -126,6 +126,12 @@ def reply_json(resp: Any) -> tuple[Any, str | None]:
         return None, f"HTTP {resp.status_code}: not JSON: {(resp.text or '')[:120]!r}"
 
 
+def timed_out(error: BaseException | None) -> bool:
+    """A request cut off by the network timeout (geventhttpclient wraps it once)."""
+    original = getattr(error, "original", None)
+    return any(isinstance(e, TimeoutError | gevent.Timeout) for e in (error, original))
+
+
 def status_problem(resp: Any, expected: int, body: Any) -> str | None:
     if resp.status_code == expected:
         return None
@@ -219,7 +225,7 @@ class InlineUpload(_Uploader):
         with self.post("/stt/native", "native", body, headers) as resp:
             resp.request_meta["request_type"] = "http"
             reply, problem = reply_json(resp)
-            if isinstance(getattr(resp, "error", None), TimeoutError):
+            if timed_out(getattr(resp, "error", None)):
                 problem = f"deadline: no answer within {self.deadline_s:g} s"
             problem = problem or status_problem(resp, 200, reply)
             if problem is None:

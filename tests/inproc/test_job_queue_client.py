@@ -75,3 +75,14 @@ def test_an_answer_is_checked_against_the_tone_sent(
     client: ModuleType, result: object, problem: str | None
 ) -> None:
     assert client.check_result(result, 1000, 1.0) == problem
+
+
+def test_a_request_cut_off_by_the_network_timeout_is_told_apart(client: ModuleType) -> None:
+    import socket
+
+    from geventhttpclient.useragent import RetriesExceeded
+
+    assert client.timed_out(RetriesExceeded("http://x/", 0, original=socket.timeout("timed out")))
+    assert client.timed_out(TimeoutError())
+    assert not client.timed_out(RetriesExceeded("http://x/", 0, original=ConnectionRefusedError()))
+    assert not client.timed_out(None)
