@@ -78,11 +78,11 @@ def test_an_answer_is_checked_against_the_tone_sent(
 
 
 def test_a_request_cut_off_by_the_network_timeout_is_told_apart(client: ModuleType) -> None:
-    import socket
-
+    import gevent
     from geventhttpclient.useragent import RetriesExceeded
 
-    assert client.timed_out(RetriesExceeded("http://x/", 0, original=socket.timeout("timed out")))
-    assert client.timed_out(TimeoutError())
+    # socket.timeout is TimeoutError; gevent's own Timeout is not an Exception at all.
+    assert client.timed_out(RetriesExceeded("http://x/", 0, original=TimeoutError("timed out")))
+    assert client.timed_out(RetriesExceeded("http://x/", 0, original=gevent.Timeout(1)))
     assert not client.timed_out(RetriesExceeded("http://x/", 0, original=ConnectionRefusedError()))
     assert not client.timed_out(None)
