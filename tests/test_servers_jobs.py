@@ -424,6 +424,28 @@ def test_inline_only_has_no_redis_no_workers_and_says_the_queue_is_off(
     assert requests.get(f"{server}/health", timeout=10).json()["queue"] == "off"
 
 
+def test_sigterm_during_an_inline_job_answers_503_and_exits_within_the_grace(
+    start_server: Callable[..., procs.Proc],
+) -> None:
+    import threading
+
+    p = start_server("jobs", "--queue-workers", "0", "--job-cpu-ms", "20000", "--grace-s", "0.5")
+    server = psutil.Process(p.pid)
+    idle_threads = server.num_threads()
+    replies: list[requests.Response] = []
+    client = threading.Thread(
+        target=lambda: replies.append(upload(f"{base(p)}/stt/native", WAV)), daemon=True
+    )
+    client.start()
+    wait_for(lambda: server.num_threads() > idle_threads, 10, "the inline job's thread")
+    start = time.monotonic()
+    assert p.stop(signal.SIGTERM, timeout=10) == 0
+    assert time.monotonic() - start < 5  # not the 20 s the job would take
+    client.join(timeout=10)
+    assert replies and replies[0].status_code == 503
+    assert replies[0].json()["detail"] == "server shutting down: the job was abandoned"
+
+
 # -- start-up ------------------------------------------------------------------------------------
 def test_the_listening_line_comes_first_once_ready(api: tuple[procs.Proc, Path]) -> None:
     p = api[0]

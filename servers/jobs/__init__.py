@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import shutil
 import signal
 import socket
@@ -29,6 +30,7 @@ from typing import TYPE_CHECKING
 
 from echoswarm.argtypes import positive_float
 from servers.common import (
+    EXIT_OK,
     EXIT_RUNTIME,
     UsageError,
     add_common_arguments,
@@ -52,6 +54,7 @@ DEFAULT_JOB_CPU_MS = 2000.0
 DEFAULT_MAX_UPLOAD = 8 * 1024 * 1024
 READY_TIMEOUT_S = 60.0
 BACKLOG = 2048
+WORKDIR_PREFIX = "echoswarm-jobs-"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -148,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
     stop = threading.Event()
     # Until uvicorn serves (it takes the signals over then), a signal ends the start-up.
     old = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGTERM, signal.SIGINT)}
-    workdir = Path(tempfile.mkdtemp(prefix="echoswarm-jobs-"))
+    workdir = _workdir()
     fleet: Fleet | None = None
     try:
         from servers.jobs.app import ApiConfig, make_app
@@ -192,7 +195,7 @@ def run(args: argparse.Namespace) -> int:
         asyncio.run(_serve(make_app(cfg), sock, args, stop, fleet))
         if queue is not None:
             queue.close()
-        return 0
+        return EXIT_OK
     finally:
         for s, h in old.items():
             signal.signal(s, h)
@@ -201,6 +204,42 @@ def run(args: argparse.Namespace) -> int:
         if fleet is not None:
             fleet.stop(args.grace_s)
         shutil.rmtree(workdir, ignore_errors=True)
+        _abandon_inline_work()
+
+
+def _workdir() -> Path:
+    """A private directory for Redis's socket and the uploads, named after this process; those
+    left behind by a server that was SIGKILLed (its pid gone) are removed first."""
+    for old in Path(tempfile.gettempdir()).glob(f"{WORKDIR_PREFIX}*-*"):
+        pid = old.name.removeprefix(WORKDIR_PREFIX).split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"{WORKDIR_PREFIX}{os.getpid()}-"))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's
+    return True
+
+
+def _abandon_inline_work() -> None:
+    """Exit now if inline jobs cut off by the shutdown are still computing in their threads.
+
+    Python cannot stop a thread, and it would wait for them at exit (the thread pool's threads
+    are not daemons): a SIGTERM must not wait for a 10 s job the client has stopped waiting for.
+    Everything else is cleaned up by now.
+    """
+    busy = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon]
+    if busy and any(t.is_alive() for t in busy):
+        log.warning("abandoning %d inline job thread(s) still computing", len(busy))
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(EXIT_OK)
 
 
 async def _serve(

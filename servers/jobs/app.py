@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import anyio.to_thread
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
@@ -117,6 +118,8 @@ def make_app(cfg: ApiConfig) -> Starlette:
                 return await delayed(await handler(request))
             except ClientDisconnect:
                 return Response(status_code=400)  # nobody is listening any more
+            except asyncio.CancelledError:  # the server stopped past --grace-s: say so
+                return _error(503, "server shutting down: the job was abandoned")
 
         return endpoint
 
@@ -125,7 +128,11 @@ def make_app(cfg: ApiConfig) -> Starlette:
         if isinstance(data, Response):
             return data
         try:
-            result = await run_in_threadpool(analyze, data, cfg.passes)
+            # A shutdown past --grace-s cancels this request; the thread cannot be stopped, so
+            # it is abandoned (the server exits without waiting for it) rather than waited for.
+            result = await anyio.to_thread.run_sync(
+                analyze, data, cfg.passes, abandon_on_cancel=True
+            )
         except BadAudio as exc:
             return _error(422, str(exc))
         return JSONResponse({"job_id": uuid.uuid4().hex, "result": result})
