@@ -71,6 +71,16 @@ def run_time(text: str) -> str:
     return text.strip()
 
 
+# What the server node runs per kind (one systemd unit each): listed by ``plan``.
+SERVER_PROCESSES = {
+    "grpc": "grpc echo server",
+    "ws": "ws echo server",
+    "tcp": "tcp echo server",
+    "jobs": "jobs API (uvicorn) + its redis-server (private unix socket, redis6 package) + "
+    "3 rq worker processes and their scheduler (the locustfile's --queue-workers)",
+}
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:  # one line, not the whole usage block
         print(f"{self.prog}: {message}", file=sys.stderr)
@@ -90,7 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--worker-type", default="c7i.large")
         sp.add_argument("--master-type", default="c7i.large")
         sp.add_argument("--server-type", default="c7i.xlarge")
-        sp.add_argument("--servers", default="grpc,ws,tcp", help="kinds on the server node")
+        sp.add_argument(
+            "--servers", default="grpc,ws,tcp", help="kinds on the server node (also: jobs)"
+        )
         sp.add_argument("--spot", action="store_true", help="workers on spot capacity")
         sp.add_argument("--max-lifetime", default="2h", help="every node ends itself after this")
         sp.add_argument(
@@ -175,6 +187,7 @@ def plan_lines(spec: RunSpec, region: str, run_id: str) -> list[str]:
         f"{MASTER_PORT} to master, {ports} to servers",
         f"  security group master: {MASTER_PORT} from workers; {web}; egress 443",
         f"  security group servers: {ports} from workers; egress 443",
+        "  server node runs: " + "; ".join(SERVER_PROCESSES[k] for k in spec.servers),
         "  IAM role + instance profile: read code tarball, write results/<run-id>/ only, SSM agent",
         "  S3 bucket echoswarm-<account>-<run-id>: private, SSE-S3, TLS only; code tarball"
         " (tracked files + --include; never secret-looking files)",

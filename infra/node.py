@@ -27,7 +27,13 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from echoswarm.argtypes import port_number
-from echoswarm.orchestrate.commands import master_argv, server_argv, target_value, worker_argv
+from echoswarm.orchestrate.commands import (
+    SERVER_KINDS,
+    master_argv,
+    server_argv,
+    target_value,
+    worker_argv,
+)
 
 CODE_DIR = "/opt/echoswarm/code"
 VENV_DIR = "/opt/echoswarm/venv"
@@ -146,7 +152,7 @@ def _master_port(text: str) -> int:
 def parse(argv: list[str] | None) -> argparse.Namespace:
     p = _Parser(prog="python -m infra.node", description=__doc__.split("\n")[0])
     p.add_argument("--role", required=True, choices=("setup", "server", "worker", "master"))
-    p.add_argument("--kind", choices=("grpc", "ws", "tcp"), help="server kind")
+    p.add_argument("--kind", choices=SERVER_KINDS, help="server kind")
     p.add_argument("--host", default="0.0.0.0", help="server bind address")
     p.add_argument("--port", type=port_number, default=0, help="server port (0: any)")
     p.add_argument("--master-host", help="worker: the master's (private) address")

@@ -24,6 +24,9 @@ TEMPLATES = Path(__file__).resolve().parent / "templates"
 UNIT_DIR = "/etc/systemd/system"
 CONF_DIR = "/etc/echoswarm"
 PACKAGES = ["python3.11", "python3.11-pip", "tar", "gzip"]
+# The jobs server (S004) starts its own Redis: Amazon Linux 2023 ships it as redis6
+# (binary redis6-server, which servers.jobs looks for after redis-server).
+SERVER_PACKAGES = {"jobs": ["redis6"]}
 SYSTEM_PYTHON = "python3.11"
 NODE = [f"{VENV_DIR}/bin/python", "-m", "infra.node"]
 MASTER_CONFIG = f"{CONF_DIR}/master-run.json"
@@ -74,6 +77,10 @@ def units(
     raise ValueError(f"unknown role {role!r}")
 
 
+def _server_packages(servers: dict[str, int] | None) -> list[str]:
+    return [p for kind in servers or {} for p in SERVER_PACKAGES.get(kind, [])]
+
+
 def cloud_config(
     role: str,
     run_id: str,
@@ -109,7 +116,7 @@ def cloud_config(
     doc = {
         "bootcmd": [["sh", "-c", guard_script(lifetime_minutes, expires_epoch)]],
         "package_update": False,
-        "packages": PACKAGES,
+        "packages": PACKAGES + (_server_packages(servers) if role == "server" else []),
         "write_files": files,
         "runcmd": runcmd,
     }

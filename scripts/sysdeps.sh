@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# System packages some tests use: headless Chromium (report rendering) and cloud-init's schema
-# (user-data validation, unpacked into build/ — never installed system-wide).
+# System packages some tests use: headless Chromium (report rendering), redis-server (the S004
+# jobs server starts its own), and cloud-init's schema (user-data validation, unpacked into
+# build/ — never installed system-wide).
 # Installs only what is missing; needs root for apt. Without root it says what is missing and
 # the tests that need it skip (CI sets ECHOSWARM_REQUIRE_SYSDEPS=1 so they fail instead).
 set -euo pipefail
@@ -11,6 +12,7 @@ command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 command -v gcc >/dev/null 2>&1 || need_apt+=(gcc)
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)  # unit checks (infra)
+command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)  # python -m servers jobs
 
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then

@@ -1,4 +1,4 @@
-"""``python -m servers grpc|ws|tcp [flags]`` — start one echo server (see README)."""
+"""``python -m servers grpc|ws|tcp|jobs [flags]`` — start one server (see README)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ BACKENDS = {
     "grpc": ("servers.grpc_server", "gRPC echo server: four RPC kinds, health, reflection"),
     "ws": ("servers.ws_server", "WebSocket echo server at /echo (optional numpy stats work)"),
     "tcp": ("servers.tcp", "raw TCP byte-echo server (several concurrency models)"),
+    "jobs": ("servers.jobs", "S004 HTTP upload API: CPU-bound jobs inline or on rq + Redis"),
 }
 
 
@@ -30,7 +31,7 @@ class OneLineParser(argparse.ArgumentParser):
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     """The parser, with full flags for the kind named in ``argv`` (all kinds if None)."""
     parser = OneLineParser(prog="python -m servers", description=__doc__)
-    sub = parser.add_subparsers(dest="kind", required=True, metavar="{grpc,ws,tcp}")
+    sub = parser.add_subparsers(dest="kind", required=True, metavar="{grpc,ws,tcp,jobs}")
     chosen = None if argv is None else next((a for a in argv if not a.startswith("-")), "")
     for name, (module_name, help_text) in BACKENDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)

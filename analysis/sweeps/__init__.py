@@ -1,6 +1,6 @@
 """Tables, notes and plots of finished sweeps (``python -m analysis sweep DIR``), one module
-per grid: ``tcp`` (S003), ``images`` (S001); ``common`` reads the cells. The sweeps themselves
-run in :mod:`echoswarm.sweep`, which writes ``sweep.json`` and calls this.
+per grid: ``tcp`` (S003), ``images`` (S001), ``jobs`` (S004); ``common`` reads the cells. The
+sweeps themselves run in :mod:`echoswarm.sweep`, which writes ``sweep.json`` and calls this.
 """
 
 from __future__ import annotations
@@ -19,9 +19,11 @@ def render_sweep(sweep_dir: Path) -> tuple[str, list[Path]]:
         from analysis.sweeps import tcp as module
     elif grid == "images":
         from analysis.sweeps import images as module  # type: ignore[no-redef]
+    elif grid == "jobs":
+        from analysis.sweeps import jobs as module  # type: ignore[no-redef]
     else:
         raise ResultsError(f"{sweep_dir / 'sweep.json'}: unknown grid {grid!r}")
     if not cells:
         return "no cells ran", []
-    files = module.render(module.table(cells, plan), sweep_dir)
+    files = module.render(module.table(cells, plan), sweep_dir, plan)
     return (sweep_dir / "sweep.md").read_text().rstrip(), files

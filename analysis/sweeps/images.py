@@ -110,7 +110,7 @@ def _winner(wins: int, n: int, kind: str, other: str) -> str:
     return f"no winner ({kind} ahead in {wins} of {n} runs)"
 
 
-def render(df: pd.DataFrame, sweep_dir: Path) -> list[Path]:
+def render(df: pd.DataFrame, sweep_dir: Path, plan: dict[str, Any]) -> list[Path]:
     notes = [
         "Times in ms unless marked s. total s = first connect → last reply. per-image: serial =",
         "send → reply on the open connection; parallel = connect → closed (the image's whole",

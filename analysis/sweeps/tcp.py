@@ -153,7 +153,7 @@ def select_vs_epoll(df: pd.DataFrame) -> list[str]:
     return out
 
 
-def render(df: pd.DataFrame, sweep_dir: Path) -> list[Path]:
+def render(df: pd.DataFrame, sweep_dir: Path, plan: dict[str, Any]) -> list[Path]:
     headers = dict(HEADERS)
     if df["rep"].nunique() > 1:
         headers = {"rep": "run", **headers}

@@ -12,8 +12,8 @@ from collections.abc import Sequence
 
 DEFAULT_MASTER_PORT = 5557
 DEFAULT_WEB_PORT = 8089
-SERVER_KINDS = ("grpc", "ws", "tcp")
-DEFAULT_SERVER_PORTS = {"grpc": 50051, "ws": 8765, "tcp": 7777}
+SERVER_KINDS = ("grpc", "ws", "tcp", "jobs")
+DEFAULT_SERVER_PORTS = {"grpc": 50051, "ws": 8765, "tcp": 7777, "jobs": 8000}
 
 
 def server_argv(
@@ -31,10 +31,12 @@ def server_argv(
 
 
 def target_value(kind: str, host: str, port: int) -> str:
-    """How a server's address is passed to the users: host:port, or the ws:// URL."""
+    """How a server's address is passed to the users: host:port, or the ws:// / http:// URL."""
     shown = f"[{host}]" if ":" in host else host
     if kind == "ws":
         return f"ws://{shown}:{port}/echo"
+    if kind == "jobs":
+        return f"http://{shown}:{port}"
     return f"{shown}:{port}"
 
 

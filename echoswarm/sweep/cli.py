@@ -12,6 +12,10 @@ Which grid is run follows from the one server the locustfile declares:
 
       python -m echoswarm sweep locustfiles/image_frames.py --images 1000
 
+* ``jobs`` → seed S004, concurrent uploads × rq workers, 0 = inline (:mod:`echoswarm.sweep.jobs`)::
+
+      python -m echoswarm sweep locustfiles/job_queue.py --queue-workers 0,3,10 --uploads 5,10
+
 Exit codes: 0 ok (capped cells included: they are reported, not errors) · 2 usage error ·
 3 a cell failed to run · 130/143 interrupted (the table covers the cells done so far).
 """
@@ -24,7 +28,7 @@ from pathlib import Path
 
 from echoswarm.orchestrate.run import EXIT_OK, EXIT_USAGE
 from echoswarm.orchestrate.scenario import ScenarioError, ServerSpec, read_servers
-from echoswarm.sweep import images, tcp
+from echoswarm.sweep import images, jobs, tcp
 from echoswarm.sweep.engine import Plan, UsageError, default_sweep_dir, execute
 
 
@@ -36,6 +40,8 @@ def _grid_for(servers: list[ServerSpec]) -> str | None:
     (server,) = servers
     if server.kind == "tcp":
         return "tcp"
+    if server.kind == "jobs":
+        return "jobs"
     if server.kind == "ws" and "stats" in server.args:
         return "images"
     return None
@@ -61,9 +67,11 @@ def build_plan(argv: list[str]) -> Plan:
         return tcp.make_plan(argv, servers)
     if grid == "images":
         return images.make_plan(argv, servers)
+    if grid == "jobs":
+        return jobs.make_plan(argv, servers)
     raise UsageError(
-        f"{locustfile} is not a sweep scenario (it must declare one server: tcp, or ws with "
-        "--work stats)"
+        f"{locustfile} is not a sweep scenario (it must declare one server: tcp, ws with "
+        "--work stats, or jobs)"
     )
 
 

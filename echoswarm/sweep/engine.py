@@ -23,6 +23,10 @@ Which grid is run follows from the one server the locustfile declares:
 
       python -m echoswarm sweep locustfiles/image_frames.py --images 1000
 
+* ``jobs`` → seed S004, concurrent uploads × rq workers (0 = inline) (:mod:`echoswarm.sweep.jobs`)::
+
+      python -m echoswarm sweep locustfiles/job_queue.py --queue-workers 0,3,10 --uploads 5,10
+
 Exit codes: 0 ok (capped cells included: they are reported, not errors) · 2 usage error ·
 3 a cell failed to run · 130/143 interrupted (the table covers the cells done so far).
 """

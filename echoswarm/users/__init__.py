@@ -12,10 +12,11 @@
 * :class:`TcpUser` (``pattern`` stream | churn);
 * :class:`EchoUser`, their base, for scenarios that bring their own link (``open_link``), with
   :class:`Stream` (the gevent stream driver) and :func:`stream_config`;
-* :class:`LocustSink` / :func:`next_user_id` for users that time their own operations;
+* :class:`LocustSink`, :class:`Sample`, :class:`Timer`, :func:`next_user_id` and
+  :func:`next_conn_id` for users that time their own operations (``locustfiles/job_queue.py``);
 * the S001 image workload (:class:`ImageLink`, :func:`image_pool`, :func:`per_user`),
   :func:`end_test_when_users_done` for scenarios whose users finish, and :func:`positive_int`
-  for scenario options.
+  (and ``positive_float``, ``non_negative_int``) for scenario options.
 
 Importing this package registers echoswarm's Locust options, the results plugin, the web UI tab
 and the process tuning. Inside, one module per transport (``grpc``, ``websocket``, ``tcp``), the
@@ -26,7 +27,8 @@ and ``tuning``.
 
 import locust  # noqa: F401,I001  (gevent monkey-patching first)
 
-from echoswarm.argtypes import positive_int
+from echoswarm.argtypes import non_negative_int, positive_float, positive_int
+from echoswarm.measure import Sample, Timer, next_conn_id
 from echoswarm.streams.core import StreamConfig, stream_config
 from echoswarm.streams.images import Image, ImageLink, image_pool, per_user
 from echoswarm.users import options
@@ -52,6 +54,11 @@ __all__ = [
     "image_pool",
     "per_user",
     "positive_int",
+    "non_negative_int",
+    "positive_float",
+    "Sample",
+    "Timer",
+    "next_conn_id",
     "GrpcUser",
     "Link",
     "LocustSink",

@@ -54,7 +54,9 @@ def main(argv: list[str]) -> int:
         classes = [c for c in classes if c.__name__ in wanted]
     # Locust's full parser (ours and every plugin's options), as the locust command builds it
     parsed = parse_options(["-f", args.locustfile, *extra])
-    env = Environment(user_classes=classes, events=locust.events, parsed_options=parsed)
+    env = Environment(
+        user_classes=classes, events=locust.events, parsed_options=parsed, host=parsed.host
+    )
     samples: list[list[Any]] = []
 
     def on_request(**kw: Any) -> None:
