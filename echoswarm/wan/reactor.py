@@ -1,0 +1,166 @@
+"""The relay's event loop: one epoll set for the sockets, one heap of timed callbacks.
+
+Deliberately not asyncio: the relay does little per event (a ``recv``, a heap push, later a
+``send``), so the loop's own cost dominates; a bare epoll loop costs about a third less CPU per
+event than asyncio's, and it lets the timer be a timerfd in the same epoll set (see
+:mod:`.clock`: epoll's own timeout only has millisecond resolution). ``timer="poll"`` uses the
+epoll timeout instead — kept to measure the difference (``python -m bench wan``), and as the
+fallback where a timerfd cannot be created.
+
+Callbacks never run early: a timed callback runs once ``time.monotonic_ns()`` has reached its
+due time.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import select
+import time
+from collections.abc import Callable
+
+from echoswarm.wan.clock import ClockError, TimerFd
+
+TIMERS = ("timerfd", "poll")
+
+_IN = select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR | select.EPOLLRDHUP
+_OUT = select.EPOLLOUT | select.EPOLLHUP | select.EPOLLERR
+
+Callback = Callable[[], None]
+
+
+class Reactor:
+    """``add_reader``/``add_writer``/``remove_*``/``forget`` on fds, ``call_at`` on monotonic ns,
+    ``run`` until ``stop``."""
+
+    def __init__(self, timer: str = "timerfd") -> None:
+        if timer not in TIMERS:
+            raise ValueError(f"timer must be one of {TIMERS}")
+        self._ep = select.epoll()
+        self._readers: dict[int, Callback] = {}
+        self._writers: dict[int, Callback] = {}
+        self._masks: dict[int, int] = {}
+        self._heap: list[tuple[int, int, Callback]] = []
+        self._seq = itertools.count()
+        self._tfd: TimerFd | None = None
+        self._armed_ns = 0
+        self.timer = timer
+        if timer == "timerfd":
+            try:
+                self._tfd = TimerFd()
+            except ClockError:
+                self.timer = "poll"
+        if self._tfd is not None:
+            self._ep.register(self._tfd.fileno(), select.EPOLLIN)
+        self._stopping = False
+        self.wakeups = 0  # epoll returns (for the benchmark)
+
+    # -- fds -----------------------------------------------------------------------------------
+
+    def _update(self, fd: int) -> None:
+        mask = (select.EPOLLIN if fd in self._readers else 0) | (
+            select.EPOLLOUT if fd in self._writers else 0
+        )
+        old = self._masks.get(fd)
+        if mask == old:
+            return
+        if old is None:
+            self._ep.register(fd, mask)
+            self._masks[fd] = mask
+        elif mask == 0:
+            self._ep.unregister(fd)
+            del self._masks[fd]
+        else:
+            self._ep.modify(fd, mask)
+            self._masks[fd] = mask
+
+    def add_reader(self, fd: int, cb: Callback) -> None:
+        self._readers[fd] = cb
+        self._update(fd)
+
+    def remove_reader(self, fd: int) -> None:
+        if self._readers.pop(fd, None) is not None:
+            self._update(fd)
+
+    def add_writer(self, fd: int, cb: Callback) -> None:
+        self._writers[fd] = cb
+        self._update(fd)
+
+    def remove_writer(self, fd: int) -> None:
+        if self._writers.pop(fd, None) is not None:
+            self._update(fd)
+
+    def forget(self, fd: int) -> None:
+        """Drop every interest in ``fd`` (call before closing it)."""
+        self._readers.pop(fd, None)
+        self._writers.pop(fd, None)
+        if self._masks.pop(fd, None) is not None:
+            try:
+                self._ep.unregister(fd)
+            except OSError:
+                pass
+
+    # -- time ----------------------------------------------------------------------------------
+
+    def call_at(self, due_ns: int, cb: Callback) -> None:
+        """Run ``cb`` once the monotonic clock reaches ``due_ns``."""
+        heapq.heappush(self._heap, (due_ns, next(self._seq), cb))
+
+    def _run_due(self) -> None:
+        heap = self._heap
+        now = time.monotonic_ns()
+        while heap and heap[0][0] <= now:
+            heapq.heappop(heap)[2]()
+            if heap and heap[0][0] > now:
+                now = time.monotonic_ns()  # callbacks take time; pick up what became due
+
+    def _next_wait(self) -> float:
+        """The epoll timeout, in seconds (-1 = until an fd is ready), arming the timerfd."""
+        heap = self._heap
+        tfd = self._tfd
+        if tfd is not None:
+            nxt = heap[0][0] if heap else 0
+            if nxt != self._armed_ns:
+                if nxt:
+                    tfd.arm(nxt)
+                else:
+                    tfd.disarm()
+                self._armed_ns = nxt
+            return -1
+        if not heap:
+            return -1
+        # epoll rounds the timeout up to whole ms; so a release is late by up to 1 ms.
+        return max(0.0, (heap[0][0] - time.monotonic_ns()) / 1e9)
+
+    # -- loop ----------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Make :meth:`run` return after the current pass (call from this thread)."""
+        self._stopping = True
+
+    def run(self) -> None:
+        readers, writers = self._readers, self._writers
+        poll = self._ep.poll
+        tfd_fd = self._tfd.fileno() if self._tfd is not None else -1
+        while not self._stopping:
+            events = poll(self._next_wait())
+            self.wakeups += 1
+            self._run_due()
+            for fd, ev in events:
+                if fd == tfd_fd:
+                    self._armed_ns = -1  # expired: must be re-armed (which clears it)
+                    continue
+                if ev & _IN:
+                    cb = readers.get(fd)
+                    if cb is not None:
+                        cb()
+                if ev & _OUT:
+                    cb = writers.get(fd)
+                    if cb is not None:
+                        cb()
+            self._run_due()
+
+    def close(self) -> None:
+        if self._tfd is not None:
+            self._tfd.close()
+        self._ep.close()
