@@ -1,6 +1,6 @@
 """``python -m bench`` — the load-generator benchmarks (not tests): cost, paced capacity, fidelity.
 
-    python -m bench [all|cost|paced|fidelity|profile] [--quick] [options]
+    python -m bench [all|cost|paced|fidelity|profile|wan] [--quick] [options]
 
 * ``cost`` — CPU time of the load-generating process per echoed message (ping-pong, 3200 B,
   1 and 100 connections) for our TCP, WebSocket and gRPC-bidi users, beside a C client compiled
@@ -10,7 +10,9 @@
   (``bench.paced_capacity``);
 * ``fidelity`` — latency against a server with a known 20 ms delay, and ping-pong RTT beside C
   (``bench.fidelity``);
-* ``profile`` — where the time goes in our users (py-spy; ``bench.profile``).
+* ``profile`` — where the time goes in our users (py-spy; ``bench.profile``);
+* ``wan`` — the WAN emulator's own added latency and CPU per message at the demo's load, and
+  how precisely each way of waiting wakes up (``bench.wan``; not part of ``all``).
 
 ``all`` (the default) runs cost, paced and fidelity: about 3 minutes; ``--quick`` about 20 s.
 Servers are ``python -m servers KIND --port 0`` subprocesses, stopped on exit. Every
@@ -25,11 +27,11 @@ import time
 from collections.abc import Sequence
 from typing import NoReturn
 
-from bench import cost, fidelity, paced_capacity, profile
+from bench import cost, fidelity, paced_capacity, profile, wan
 from bench.harness import BenchError, build_c_client, last_cpu, servers
 from echoswarm.argtypes import positive_float, positive_int
 
-WHATS = ("all", "cost", "paced", "fidelity", "profile")
+WHATS = ("all", "cost", "paced", "fidelity", "profile", "wan")
 
 
 class Parser(argparse.ArgumentParser):
@@ -84,6 +86,8 @@ def build_parser() -> Parser:
         help="paced: gc.freeze() after spawning and rare full collections (the GC experiment)",
     )
     p.add_argument("--fidelity-seconds", type=positive_float, default=None)
+    p.add_argument("--wan-seconds", type=positive_float, default=None, help="wan: window (10)")
+    p.add_argument("--wan-streams", type=positive_int, default=None, help="wan: streams (240)")
     return p
 
 
@@ -130,6 +134,13 @@ def run(args: argparse.Namespace) -> int:
     cp, pp, fid_s = plans(args)
     what = args.what
     t0 = time.monotonic()
+    if what == "wan":
+        plan = wan.WanPlan()
+        if args.quick:
+            plan.quick()
+        plan.seconds = args.wan_seconds or plan.seconds
+        plan.streams = args.wan_streams or plan.streams
+        wan.run(plan, say, note)
     if what == "profile":
         with servers(args.transports) as targets:
             for transport in args.transports:
