@@ -30,7 +30,6 @@ import heapq
 import json
 import os
 import random
-import resource
 import selectors
 import socket
 import struct
@@ -54,7 +53,7 @@ TIMER_KINDS = (
     "epoll timeout",
     "thread sleep",
 )
-RELAY_MODES = ("direct", "timerfd", "poll")
+RELAY_MODES = ("timerfd", "poll")
 HEADER = struct.Struct("<QQ")  # seq, intended send time (ns), then padding to the frame size
 
 
@@ -77,10 +76,16 @@ class WanPlan:
 
 @dataclass
 class RelayRun:
+    """One window: a relay in ``mode`` with ``streams`` paced streams through it, and two
+    ping-pong connections at the same time, one straight to the server, one through the relay."""
+
     mode: str
+    streams: int
+    direct: dict[str, Any] = field(default_factory=dict)
+    relayed: dict[str, Any] = field(default_factory=dict)
     load: dict[str, Any] = field(default_factory=dict)
-    pingpong: dict[str, Any] = field(default_factory=dict)
     relay_cpu_s: float | None = None
+    server_cpu_s: float | None = None
     error: str = ""
 
 
@@ -130,67 +135,82 @@ def measure_timers(plan: WanPlan, progress: Callable[[str], None]) -> dict[str, 
     return out
 
 
-def measure_relay(
-    plan: WanPlan, server_target: str, progress: Callable[[str], None], log_dir: Path
-) -> list[RelayRun]:
-    """The demo's load straight to the server, then through a relay per timer mode."""
-    import psutil
-
-    from echoswarm import wan
+def measure_relay(plan: WanPlan, progress: Callable[[str], None], log_dir: Path) -> list[RelayRun]:
+    """Per timer mode: idle (ping-pong only), then under the demo's load."""
+    from echoswarm.commands import server_argv
     from echoswarm.supervise import ChildError, Supervisor
 
     runs = []
     for mode in plan.modes:
-        run = RelayRun(mode)
-        sup = Supervisor(log_dir, cwd=ROOT)
-        try:
-            target, relay_pid = server_target, None
-            if mode != "direct":
-                spec = wan.WanSpec.parse(f"rtt={plan.rtt_ms:g}ms")
-                argv = wan.relay_argv(spec, [("127.0.0.1:0", server_target)], timer=mode)
-                child = sup.start(f"wan-{mode}", "server", argv)
-                host, port = sup.wait_listening(child)
-                target, relay_pid = f"{host}:{port}", child.pid
-            progress(f"relay: {mode}: {plan.streams} paced streams + 1 ping-pong")
-            load = _child(
-                "load", "--target", target, "--streams", str(plan.streams),
-                "--frame-bytes", str(plan.frame_bytes), "--interval-ms", str(plan.interval_ms),
-                "--warmup-s", str(plan.warmup_s), "--seconds", str(plan.seconds),
-            )  # fmt: skip
-            assert load.stdout is not None
-            started = load.stdout.readline()  # {"event": "start"} when the window opens
-            if not started.startswith('{"event": "start"'):
-                run.load = _finish(load, 30)
-                run.error = run.load.get("error", f"load child said {started!r}")
-                runs.append(run)
-                continue
-            cpu0 = _cpu_s(psutil, relay_pid)
-            ping = _child(
-                "pingpong", "--target", target, "--frame-bytes", str(plan.frame_bytes),
-                "--seconds", str(max(0.5, plan.seconds - 0.5)),
-            )  # fmt: skip
-            run.pingpong = _finish(ping, plan.seconds + 30)
-            run.load = _finish(load, plan.seconds + 30)
-            cpu1 = _cpu_s(psutil, relay_pid)
-            if cpu0 is not None and cpu1 is not None:
-                run.relay_cpu_s = cpu1 - cpu0
-            run.error = run.load.get("error", "") or run.pingpong.get("error", "")
-        except ChildError as exc:
-            run.error = str(exc)
-        finally:
-            sup.stop_all()
-        runs.append(run)
+        for streams in (0, plan.streams):
+            sup = Supervisor(log_dir, cwd=ROOT)
+            try:
+                server = sup.start("wan-bench-server", "server", server_argv("tcp", port=0))
+                host, port = sup.wait_listening(server)
+                progress(f"relay: timer {mode}, {streams} paced streams + 2 ping-pong")
+                runs.append(_one_window(plan, mode, streams, sup, f"{host}:{port}", server.pid))
+            except ChildError as exc:
+                runs.append(RelayRun(mode, streams, error=str(exc)))
+            finally:
+                sup.stop_all()
     return runs
 
 
-def _cpu_s(psutil: Any, pid: int | None) -> float | None:
-    if pid is None:
-        return None
+def _one_window(
+    plan: WanPlan, mode: str, streams: int, sup: Any, server: str, server_pid: int
+) -> RelayRun:
+    from echoswarm import wan
+
+    run = RelayRun(mode, streams)
+    spec = wan.WanSpec.parse(f"rtt={plan.rtt_ms:g}ms")
+    relay = sup.start(
+        f"wan-{mode}", "server", wan.relay_argv(spec, [("127.0.0.1:0", server)], timer=mode)
+    )
+    host, port = sup.wait_listening(relay)
+    via = f"{host}:{port}"
+    load = None
+    if streams:
+        load = _child(
+            "load", "--target", via, "--streams", str(streams),
+            "--frame-bytes", str(plan.frame_bytes), "--interval-ms", str(plan.interval_ms),
+            "--warmup-s", str(plan.warmup_s), "--seconds", str(plan.seconds),
+        )  # fmt: skip
+        assert load.stdout is not None
+        started = load.stdout.readline()  # {"event": "start"} when its window opens
+        if not started.startswith('{"event": "start"'):
+            run.load = _finish(load, 30)
+            run.error = run.load.get("error", f"load child said {started!r}")
+            return run
+    cpu0 = (_cpu_s(relay.pid), _cpu_s(server_pid))
+    seconds = str(max(0.5, plan.seconds - 0.5) if streams else plan.seconds)
+    pings = [
+        _child(
+            "pingpong", "--target", t, "--frame-bytes", str(plan.frame_bytes), "--seconds", seconds
+        )  # fmt: skip
+        for t in (server, via)
+    ]
+    run.direct, run.relayed = (_finish(p, plan.seconds + 30) for p in pings)
+    if load is not None:
+        run.load = _finish(load, plan.seconds + 30)
+    cpu1 = (_cpu_s(relay.pid), _cpu_s(server_pid))
+    if None not in cpu0 and None not in cpu1:
+        run.relay_cpu_s = cpu1[0] - cpu0[0]  # type: ignore[operator]
+        run.server_cpu_s = cpu1[1] - cpu0[1]  # type: ignore[operator]
+    run.error = next((r["error"] for r in (run.load, run.direct, run.relayed) if "error" in r), "")
+    return run
+
+
+def _cpu_s(pid: int) -> float | None:
+    """CPU time of a process's live threads, from the scheduler's own nanosecond accounting
+    (``/proc/PID/task/*/schedstat``): ``cpu_times()`` is tick-sampled, which misjudges a
+    process that runs many short bursts (it is charged whole 10 ms ticks, or none)."""
+    total = 0
     try:
-        t = psutil.Process(pid).cpu_times()
-        return float(t.user + t.system)
-    except psutil.Error:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            total += int((task / "schedstat").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
         return None
+    return total / 1e9
 
 
 def timers_table(results: dict[str, dict[str, Any]], plan: WanPlan) -> str:
@@ -215,61 +235,56 @@ def timers_table(results: dict[str, dict[str, Any]], plan: WanPlan) -> str:
 
 
 def relay_table(runs: list[RelayRun], plan: WanPlan) -> str:
-    direct = next((r for r in runs if r.mode == "direct" and not r.error), None)
+    rtt = plan.rtt_ms
     head = (
-        f"{'path':<16} {'ping-pong p50':>13} {'p99':>7} {'added p50':>9} {'p99':>7}  "
-        f"{'streams p50':>11} {'p99':>7} {'added p50':>9} {'p99':>7}  {'relay CPU µs/echo':>17}"
+        f"{'timer':<8} {'streams':>7} | {'direct p50':>10} {'p99':>6} | {'via wan p50':>11} "
+        f"{'p99':>6} | {'added p50':>9} {'p99':>6} | {'streams−rtt p50':>15} {'p99':>6} | "
+        f"{'CPU µs/echo: wan':>16} {'server':>6}"
     )
     rows = [head, "-" * len(head)]
-    rtt = plan.rtt_ms
     for r in runs:
-        label = "server direct" if r.mode == "direct" else f"wan {rtt:g}ms {r.mode}"
+        label = f"{r.mode:<8} {r.streams:>7}"
         if r.error:
-            rows.append(f"{label:<16} n/a: {r.error}")
+            rows.append(f"{label} | n/a: {r.error}")
             continue
-        pp, ld = r.pingpong, r.load
-        cells = [f"{label:<16}", f"{pp['p50_ms']:>13.3f}", f"{pp['p99_ms']:>7.3f}"]
-        for stats, width in ((pp, 9), (ld, 9)):
-            if r.mode == "direct" or direct is None:
-                added = ["-".rjust(width), "-".rjust(7)]
-            else:
-                base = direct.pingpong if stats is pp else direct.load
-                added = [
-                    f"{stats['p50_ms'] - rtt - base['p50_ms']:>{width}.3f}",
-                    f"{stats['p99_ms'] - rtt - base['p99_ms']:>7.3f}",
-                ]
-            if stats is pp:
-                cells += added
-            else:
-                cells += [f"{ld['p50_ms']:>11.3f}", f"{ld['p99_ms']:>7.3f}", *added]
-        echoes = ld.get("echoes", 0) + pp.get("count", 0)
-        cpu = (
-            f"{r.relay_cpu_s / echoes * 1e6:>17.1f}"
-            if r.relay_cpu_s is not None and echoes
-            else "-".rjust(17)
-        )
-        rows.append(" ".join(cells[:3]) + " " + " ".join(cells[3:5]) + "  " +
-                    " ".join(cells[5:9]) + "  " + cpu)  # fmt: skip
+        d, v = r.direct, r.relayed
+        cells = [
+            label,
+            f"{d['p50_ms']:>10.3f} {d['p99_ms']:>6.2f}",
+            f"{v['p50_ms']:>11.3f} {v['p99_ms']:>6.2f}",
+            f"{v['p50_ms'] - rtt - d['p50_ms']:>9.3f} {v['p99_ms'] - rtt - d['p99_ms']:>6.2f}",
+        ]
+        if r.load:
+            cells.append(f"{r.load['p50_ms'] - rtt:>15.3f} {r.load['p99_ms'] - rtt:>6.2f}")
+        else:
+            cells.append(f"{'-':>15} {'-':>6}")
+        echoes = r.load.get("echoes", 0) + v.get("count", 0)
+        if r.relay_cpu_s is not None and r.server_cpu_s is not None and echoes:
+            wan_us = r.relay_cpu_s / echoes * 1e6
+            server_us = r.server_cpu_s / (echoes + d.get("count", 0)) * 1e6
+            cells.append(f"{wan_us:>16.1f} {server_us:>6.1f}")
+        else:
+            cells.append(f"{'-':>16} {'-':>6}")
+        rows.append(" | ".join(cells))
+        if r.load.get("failures"):
+            rows.append(f"  ({r.load['failures']} stream failures)")
     rows.append(
-        f"(ms; {plan.streams} streams × {plan.frame_bytes} B every {plan.interval_ms:g} ms + one "
-        f"ping-pong connection, {plan.seconds:g} s window; added = through the relay − {rtt:g} ms "
-        "− straight to the server; streams' latency = reply − intended send)"
+        f"(ms unless marked; rtt {rtt:g} ms; {plan.frame_bytes} B frames; streams: one every "
+        f"{plan.interval_ms:g} ms each, through the wan; the two ping-pong connections run in the "
+        f"same {plan.seconds:g} s window, one straight to the server, one through the wan; "
+        f"added = via wan − {rtt:g} ms − direct; streams−rtt = reply − intended send − {rtt:g} ms)"
     )
-    failures = [f"{r.mode}: {r.load.get('failures')}" for r in runs if r.load.get("failures")]
-    if failures:
-        rows.append("failures: " + ", ".join(failures))
     return "\n".join(rows)
 
 
 def run(plan: WanPlan, say: Callable[[str], None], note: Callable[[str], None]) -> None:
-    from bench.harness import BUILD, servers
+    from bench.harness import BUILD
 
     timers = measure_timers(plan, note)
     say("\n== wan: timed wake-ups — how late, and what they cost ==")
     say(timers_table(timers, plan))
-    with servers(["tcp"]) as targets:
-        runs = measure_relay(plan, targets["tcp"], note, BUILD / "bench-logs")
-    say(f"\n== wan: the emulator's own latency and CPU (rtt {plan.rtt_ms:g} ms, demo load) ==")
+    runs = measure_relay(plan, note, BUILD / "bench-logs")
+    say(f"\n== wan: the emulator's own latency and CPU (rtt {plan.rtt_ms:g} ms) ==")
     say(relay_table(runs, plan))
 
 
@@ -277,8 +292,8 @@ def run(plan: WanPlan, say: Callable[[str], None], note: Callable[[str], None]) 
 
 
 def _cpu_now() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
+    """This process's CPU time (all threads), precise (CLOCK_PROCESS_CPUTIME_ID)."""
+    return time.process_time()
 
 
 def _stats_us(late_ns: list[int]) -> dict[str, Any]:
@@ -400,7 +415,7 @@ def _timerfd_on_loop(
 class _Stream:
     """One paced stream of the load child: sends on schedule, matches echoes in order."""
 
-    __slots__ = ("sock", "seq", "intended", "buf", "out", "frame_pad")
+    __slots__ = ("sock", "seq", "intended", "buf", "out", "frame_pad", "lags")
 
     def __init__(self, sock: socket.socket, frame_bytes: int) -> None:
         self.sock = sock
@@ -409,6 +424,7 @@ class _Stream:
         self.buf = bytearray()
         self.out = bytearray()
         self.frame_pad = b"\x5a" * (frame_bytes - HEADER.size)
+        self.lags: list[int] = []  # actual − intended send time, in the window
 
 
 def child_load(
@@ -449,10 +465,14 @@ def child_load(
     for st in conns:
         st.sock.close()
     reactor.close()
+    lags = [lag for st in conns for lag in st.lags[int(warmup_s * 1e9) // interval :]]
+    lag = _ms_stats(lags)
     return {
         "echoes": state["echoes"],
         "failures": state["failures"],
         "cpu_s": cpu,
+        "lag_p50_ms": lag["p50_ms"],
+        "lag_p99_ms": lag["p99_ms"],
         **_ms_stats(latencies),
     }
 
@@ -461,6 +481,7 @@ def _sender(reactor: Any, st: _Stream, first: int, interval: int, end: int) -> C
     def tick() -> None:
         due = first + st.seq * interval
         frame = HEADER.pack(st.seq, due) + st.frame_pad
+        st.lags.append(time.monotonic_ns() - due)
         st.intended.append(due)
         st.seq += 1
         if st.out:

@@ -10,6 +10,7 @@ cores are shared while the suite runs (the relay's own figure, ~0.1 ms, is in be
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import statistics
@@ -98,6 +99,8 @@ def test_round_trip_is_the_configured_rtt(
     base = direct_rtt(echo)
     r = relay(echo.target, flags=("--rtt", "20ms"))
     assert r.first_line == f"LISTENING wan 127.0.0.1:{r.port}"
+    if os.geteuid() == 0:  # it asks not to queue behind the load generators for CPU
+        assert psutil.Process(r.pid).nice() == -10
     with connect(r) as sock:
         echo_rtts(sock, 1)  # the first echo also pays for the handshake (next test)
         rtts = echo_rtts(sock, 40)
@@ -323,7 +326,9 @@ def test_grpc_and_websocket_through_the_relay(
     w = start_server("ws")
     r = relay(g.target, w.target, flags=("--rtt", "25ms"))
     assert r.popen.stdout is not None
-    second = wan.read_listening(r.first_line + "\n" + procs.read_line(r.popen, 10), 2)
+    # Both lines are printed together once every address is bound: the second is already in
+    # the pipe (or in the reader's buffer, where a select() would not see it).
+    second = wan.read_listening(r.first_line + "\n" + r.popen.stdout.readline(), 2)
     assert second is not None and second[0] == (r.host, r.port)
     ws_host, ws_port = second[1]
 

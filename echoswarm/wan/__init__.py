@@ -14,7 +14,9 @@ in front of any TCP server (raw TCP echo, WebSocket, gRPC over HTTP/2):
   through, bounded memory per connection (:mod:`.relay`, :mod:`.path`);
 * releases on time to the microsecond: a timerfd in the relay's own epoll loop, because epoll's
   millisecond timeouts (asyncio's and uvloop's timers) would add up to 1 ms per hop
-  (:mod:`.clock`, :mod:`.reactor`; figures in ``bench/README.md``);
+  (:mod:`.clock`, :mod:`.reactor`; figures in ``bench/README.md``); each chunk's delay counts
+  from its kernel receive timestamp, so the relay's own wake-up latency is not added; and the
+  process asks for ``nice -10`` so it does not wait behind the load generators for a CPU;
 * no gevent, no Locust: it is a process of its own.
 
 The orchestrator's API::

@@ -48,6 +48,34 @@ _EOF = b""  # queue markers; data chunks are never empty
 _RESET = bytearray()
 
 
+# The kernel's receive timestamp (SO_TIMESTAMPNS, a CLOCK_REALTIME timespec on each recvmsg):
+# a chunk's delay counts from when it reached this host, not from when the relay got round to
+# reading it, so the relay's own wake-up latency (and a busy machine's run queue) is absorbed
+# by the emulated delay instead of added to it. The constant is Linux's (asm-generic) value.
+SO_TIMESTAMPNS = 35
+_ANC_BYTES = socket.CMSG_SPACE(16)
+_TIMESPEC = struct.Struct("@qq")
+MAX_TIMESTAMP_AGE_NS = 10_000_000_000
+
+
+def enable_timestamps(sock: socket.socket) -> None:
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+    except OSError:
+        pass  # not Linux: delays count from the read
+
+
+def _arrival(anc: list[tuple[int, int, bytes]], real_now: int, now: int) -> int:
+    """The monotonic time a chunk arrived (from its SO_TIMESTAMPNS), never after ``now``."""
+    for level, kind, raw in anc:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(raw) >= 16:
+            sec, nsec = _TIMESPEC.unpack_from(raw)
+            age = real_now - (sec * 1_000_000_000 + nsec)
+            if 0 < age < MAX_TIMESTAMP_AGE_NS:  # a clock step would give nonsense: ignore it
+                return now - age
+    return now
+
+
 class RelayError(OSError):
     """The relay cannot start (an address cannot be bound); one line for the user."""
 
@@ -118,13 +146,17 @@ class Pipe:
         if src is None:
             return
         try:
-            data = src.recv(RECV_BYTES)
+            data, anc, _, _ = src.recvmsg(RECV_BYTES, _ANC_BYTES)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
             self.src_reset()
             return
-        now = time.monotonic_ns()
+        if anc:  # the realtime clock first: an age read early errs towards a later arrival
+            real = time.time_ns()
+            now = _arrival(anc, real, time.monotonic_ns())
+        else:
+            now = time.monotonic_ns()
         if not data:
             self._pause()
             self.src_ended = True
@@ -292,6 +324,7 @@ class Conn:
         self.server = sock
         sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        enable_timestamps(sock)
         err = sock.connect_ex(sockaddr)
         if err not in (0, errno.EINPROGRESS):
             self._refused(err)
@@ -444,6 +477,7 @@ class Relay:
                     return
                 csock.setblocking(False)
                 csock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                enable_timestamps(csock)
                 self.accepted += 1
                 self.conns.add(Conn(self, csock, target))
 
