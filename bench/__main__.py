@@ -71,7 +71,9 @@ def build_parser() -> Parser:
     p.add_argument(
         "--messages", type=positive_int, default=None, help="messages per Python cost run"
     )
-    p.add_argument("--repeat", type=positive_int, default=None, help="cost repeats (3)")
+    p.add_argument(
+        "--repeat", type=positive_int, default=None, help="cost repeats / wan rounds (3)"
+    )
     p.add_argument(
         "--no-pin",
         action="store_true",
@@ -86,7 +88,7 @@ def build_parser() -> Parser:
         help="paced: gc.freeze() after spawning and rare full collections (the GC experiment)",
     )
     p.add_argument("--fidelity-seconds", type=positive_float, default=None)
-    p.add_argument("--wan-seconds", type=positive_float, default=None, help="wan: window (10)")
+    p.add_argument("--wan-seconds", type=positive_float, default=None, help="wan: window (6)")
     p.add_argument("--wan-streams", type=positive_int, default=None, help="wan: streams (240)")
     return p
 
@@ -140,6 +142,7 @@ def run(args: argparse.Namespace) -> int:
             plan.quick()
         plan.seconds = args.wan_seconds or plan.seconds
         plan.streams = args.wan_streams or plan.streams
+        plan.repeat = args.repeat or plan.repeat
         wan.run(plan, say, note)
     if what == "profile":
         with servers(args.transports) as targets:

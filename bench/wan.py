@@ -1,6 +1,6 @@
 """``python -m bench wan`` — what the WAN emulator itself costs: added latency and CPU.
 
-    python -m bench wan [--quick] [--wan-seconds S] [--wan-streams N]
+    python -m bench wan [--quick] [--wan-seconds S] [--wan-streams N] [--repeat R]
 
 Two parts (method and reference figures in ``bench/README.md``):
 
@@ -10,12 +10,14 @@ Two parts (method and reference figures in ``bench/README.md``):
   thread sleeping until each due time. One child process per variant; 4,800 wake-ups/s at
   exponentially spaced due times (the demo's load through a relay: 240 streams × 10 frames/s ×
   two directions).
-* **relay** — ``python -m servers tcp`` alone, then behind ``python -m echoswarm wan --rtt 20ms``
-  (with its timerfd, then with ``--timer poll``), under the demo's load: 240 paced streams of
-  3,200 B every 100 ms (one child process) plus one ping-pong connection (another child). The
+* **relay** — ``python -m servers tcp`` behind ``python -m echoswarm wan --rtt 20ms`` (with its
+  timerfd, then with ``--timer poll``), under the demo's load: 240 paced streams of 3,200 B
+  every 100 ms through it (one child process) plus one ping-pong connection (another child). The
   emulator's own latency is (round trip through it) − 20 ms − (round trip straight to the
-  server under the same load), at p50 and p99; its CPU per echoed frame is the relay process's
-  CPU time over the window divided by the frames echoed through it.
+  server, measured by a second ping-pong connection in the same window), at p50 and p99; its
+  CPU per echoed frame is the relay process's CPU time over the window (the scheduler's own
+  accounting) divided by the frames echoed through it. Idle windows (ping-pong only) and loaded
+  ones, per timer mode, in ``--repeat`` interleaved rounds (3); the table shows medians.
 
 The children are this module: ``python -m bench.wan timers|load|pingpong ...``; each prints one
 JSON line at the end (the load child also prints ``{"event": "start"}`` when its window opens, so
@@ -32,6 +34,7 @@ import os
 import random
 import selectors
 import socket
+import statistics
 import struct
 import subprocess
 import sys
@@ -63,15 +66,16 @@ class WanPlan:
     streams: int = 240
     frame_bytes: int = 3200
     interval_ms: float = 100.0
-    seconds: float = 10.0
+    seconds: float = 6.0
     warmup_s: float = 2.0
+    repeat: int = 3
     timer_rate: int = 4800
     timer_seconds: float = 3.0
     modes: tuple[str, ...] = RELAY_MODES
     timer_kinds: tuple[str, ...] = TIMER_KINDS
 
     def quick(self) -> None:
-        self.seconds, self.warmup_s, self.timer_seconds = 3.0, 1.0, 1.0
+        self.seconds, self.warmup_s, self.timer_seconds, self.repeat = 3.0, 1.0, 1.0, 1
 
 
 @dataclass
@@ -136,23 +140,28 @@ def measure_timers(plan: WanPlan, progress: Callable[[str], None]) -> dict[str, 
 
 
 def measure_relay(plan: WanPlan, progress: Callable[[str], None], log_dir: Path) -> list[RelayRun]:
-    """Per timer mode: idle (ping-pong only), then under the demo's load."""
+    """Per round, per timer mode: idle (ping-pong only), then under the demo's load. Rounds
+    interleave the cells, so a burst of load from elsewhere on the machine hits them alike."""
     from echoswarm.commands import server_argv
     from echoswarm.supervise import ChildError, Supervisor
 
     runs = []
-    for mode in plan.modes:
-        for streams in (0, plan.streams):
-            sup = Supervisor(log_dir, cwd=ROOT)
-            try:
-                server = sup.start("wan-bench-server", "server", server_argv("tcp", port=0))
-                host, port = sup.wait_listening(server)
-                progress(f"relay: timer {mode}, {streams} paced streams + 2 ping-pong")
-                runs.append(_one_window(plan, mode, streams, sup, f"{host}:{port}", server.pid))
-            except ChildError as exc:
-                runs.append(RelayRun(mode, streams, error=str(exc)))
-            finally:
-                sup.stop_all()
+    for rnd in range(plan.repeat):
+        for mode in plan.modes:
+            for streams in (0, plan.streams):
+                sup = Supervisor(log_dir, cwd=ROOT)
+                try:
+                    server = sup.start("wan-bench-server", "server", server_argv("tcp", port=0))
+                    host, port = sup.wait_listening(server)
+                    progress(
+                        f"relay: round {rnd + 1}/{plan.repeat}, timer {mode}, {streams} streams"
+                    )
+                    target = f"{host}:{port}"
+                    runs.append(_one_window(plan, mode, streams, sup, target, server.pid))
+                except ChildError as exc:
+                    runs.append(RelayRun(mode, streams, error=str(exc)))
+                finally:
+                    sup.stop_all()
     return runs
 
 
@@ -234,58 +243,96 @@ def timers_table(results: dict[str, dict[str, Any]], plan: WanPlan) -> str:
     return "\n".join(rows)
 
 
+def figures(r: RelayRun, rtt: float) -> dict[str, float]:
+    """One window's figures (ms; CPU in µs per echo); empty if it failed."""
+    if r.error:
+        return {}
+    d, v = r.direct, r.relayed
+    out = {
+        "direct_p50": d["p50_ms"],
+        "direct_p99": d["p99_ms"],
+        "via_p50": v["p50_ms"],
+        "via_p99": v["p99_ms"],
+        "added_p50": v["p50_ms"] - rtt - d["p50_ms"],
+        "added_p99": v["p99_ms"] - rtt - d["p99_ms"],
+    }
+    if r.load:
+        out["streams_p50"] = r.load["p50_ms"] - rtt
+        out["streams_p99"] = r.load["p99_ms"] - rtt
+    echoes = r.load.get("echoes", 0) + v.get("count", 0)
+    if r.relay_cpu_s is not None and r.server_cpu_s is not None and echoes:
+        out["wan_cpu"] = r.relay_cpu_s / echoes * 1e6
+        out["server_cpu"] = r.server_cpu_s / (echoes + d.get("count", 0)) * 1e6
+    return out
+
+
 def relay_table(runs: list[RelayRun], plan: WanPlan) -> str:
+    """Medians over the rounds, per timer mode and stream count (added p50 with its range)."""
     rtt = plan.rtt_ms
     head = (
         f"{'timer':<8} {'streams':>7} | {'direct p50':>10} {'p99':>6} | {'via wan p50':>11} "
-        f"{'p99':>6} | {'added p50':>9} {'p99':>6} | {'streams−rtt p50':>15} {'p99':>6} | "
-        f"{'CPU µs/echo: wan':>16} {'server':>6}"
+        f"{'p99':>6} | {'added p50':>9} {'(min–max)':>13} {'p99':>6} | {'streams−rtt p50':>15} "
+        f"{'p99':>6} | {'CPU µs/echo: wan':>16} {'server':>6}"
     )
     rows = [head, "-" * len(head)]
-    for r in runs:
-        label = f"{r.mode:<8} {r.streams:>7}"
-        if r.error:
-            rows.append(f"{label} | n/a: {r.error}")
+    keys = list(dict.fromkeys((r.mode, r.streams) for r in runs))
+    for mode, streams in keys:
+        cell = [r for r in runs if (r.mode, r.streams) == (mode, streams)]
+        figs = [f for f in (figures(r, rtt) for r in cell) if f]
+        label = f"{mode:<8} {streams:>7}"
+        if not figs:
+            rows.append(f"{label} | n/a: {next(r.error for r in cell if r.error)}")
             continue
-        d, v = r.direct, r.relayed
-        cells = [
-            label,
-            f"{d['p50_ms']:>10.3f} {d['p99_ms']:>6.2f}",
-            f"{v['p50_ms']:>11.3f} {v['p99_ms']:>6.2f}",
-            f"{v['p50_ms'] - rtt - d['p50_ms']:>9.3f} {v['p99_ms'] - rtt - d['p99_ms']:>6.2f}",
-        ]
-        if r.load:
-            cells.append(f"{r.load['p50_ms'] - rtt:>15.3f} {r.load['p99_ms'] - rtt:>6.2f}")
-        else:
-            cells.append(f"{'-':>15} {'-':>6}")
-        echoes = r.load.get("echoes", 0) + v.get("count", 0)
-        if r.relay_cpu_s is not None and r.server_cpu_s is not None and echoes:
-            wan_us = r.relay_cpu_s / echoes * 1e6
-            server_us = r.server_cpu_s / (echoes + d.get("count", 0)) * 1e6
-            cells.append(f"{wan_us:>16.1f} {server_us:>6.1f}")
-        else:
-            cells.append(f"{'-':>16} {'-':>6}")
-        rows.append(" | ".join(cells))
-        if r.load.get("failures"):
-            rows.append(f"  ({r.load['failures']} stream failures)")
+
+        def med(key: str, width: int, digits: int = 3, figs: list[dict[str, float]] = figs) -> str:
+            values = [f[key] for f in figs if key in f]
+            return f"{statistics.median(values):>{width}.{digits}f}" if values else "-".rjust(width)
+
+        added = [f["added_p50"] for f in figs]
+        spread = f"({min(added):.3f}–{max(added):.3f})"
+        rows.append(
+            f"{label} | {med('direct_p50', 10)} {med('direct_p99', 6, 2)} | "
+            f"{med('via_p50', 11)} {med('via_p99', 6, 2)} | {med('added_p50', 9)} {spread:>13} "
+            f"{med('added_p99', 6, 2)} | {med('streams_p50', 15)} {med('streams_p99', 6, 2)} | "
+            f"{med('wan_cpu', 16, 1)} {med('server_cpu', 6, 1)}"
+        )
+        failures = sum(r.load.get("failures", 0) for r in cell)
+        errors = [r.error for r in cell if r.error]
+        if failures or errors:
+            rows.append(f"  ({failures} stream failures; {len(errors)} failed windows)")
     rows.append(
-        f"(ms unless marked; rtt {rtt:g} ms; {plan.frame_bytes} B frames; streams: one every "
-        f"{plan.interval_ms:g} ms each, through the wan; the two ping-pong connections run in the "
-        f"same {plan.seconds:g} s window, one straight to the server, one through the wan; "
-        f"added = via wan − {rtt:g} ms − direct; streams−rtt = reply − intended send − {rtt:g} ms)"
+        f"(ms unless marked; medians of {plan.repeat} interleaved rounds; rtt {rtt:g} ms; "
+        f"{plan.frame_bytes} B frames; streams: one every {plan.interval_ms:g} ms each, through "
+        f"the wan; the two ping-pong connections run in the same {plan.seconds:g} s window, one "
+        f"straight to the server, one through the wan; added = via wan − {rtt:g} ms − direct; "
+        f"streams−rtt = reply − intended send − {rtt:g} ms)"
     )
     return "\n".join(rows)
+
+
+def machine_load() -> str:
+    """The load average and CPU pressure (PSI) now: how busy the machine was, for the reader."""
+    parts = []
+    try:
+        parts.append("load average " + " ".join(Path("/proc/loadavg").read_text().split()[:3]))
+        psi = Path("/proc/pressure/cpu").read_text().split("\n")[0].split()
+        parts.append("CPU pressure " + psi[1].replace("avg10=", "avg10 ") + "%")
+    except (OSError, IndexError):
+        pass
+    return ", ".join(parts) or "load unknown"
 
 
 def run(plan: WanPlan, say: Callable[[str], None], note: Callable[[str], None]) -> None:
     from bench.harness import BUILD
 
+    say(f"(before: {machine_load()})")
     timers = measure_timers(plan, note)
     say("\n== wan: timed wake-ups — how late, and what they cost ==")
     say(timers_table(timers, plan))
     runs = measure_relay(plan, note, BUILD / "bench-logs")
     say(f"\n== wan: the emulator's own latency and CPU (rtt {plan.rtt_ms:g} ms) ==")
     say(relay_table(runs, plan))
+    say(f"(after: {machine_load()})")
 
 
 # --- the children ------------------------------------------------------------------------------
