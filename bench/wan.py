@@ -90,6 +90,7 @@ class RelayRun:
     load: dict[str, Any] = field(default_factory=dict)
     relay_cpu_s: float | None = None
     server_cpu_s: float | None = None
+    wan_stats: dict[str, Any] = field(default_factory=dict)  # the relay's own --stats
     error: str = ""
 
 
@@ -150,6 +151,8 @@ def measure_relay(plan: WanPlan, progress: Callable[[str], None], log_dir: Path)
         for mode in plan.modes:
             for streams in (0, plan.streams):
                 sup = Supervisor(log_dir, cwd=ROOT)
+                stats = log_dir / f"wan-stats-{mode}-{streams}-{rnd}.json"
+                stats.unlink(missing_ok=True)
                 try:
                     server = sup.start("wan-bench-server", "server", server_argv("tcp", port=0))
                     host, port = sup.wait_listening(server)
@@ -157,24 +160,26 @@ def measure_relay(plan: WanPlan, progress: Callable[[str], None], log_dir: Path)
                         f"relay: round {rnd + 1}/{plan.repeat}, timer {mode}, {streams} streams"
                     )
                     target = f"{host}:{port}"
-                    runs.append(_one_window(plan, mode, streams, sup, target, server.pid))
+                    run = _one_window(plan, mode, streams, sup, target, server.pid, stats)
+                    runs.append(run)
                 except ChildError as exc:
                     runs.append(RelayRun(mode, streams, error=str(exc)))
                 finally:
-                    sup.stop_all()
+                    sup.stop_all()  # the relay writes its stats as it stops
+                if stats.exists():
+                    runs[-1].wan_stats = json.loads(stats.read_text())
     return runs
 
 
 def _one_window(
-    plan: WanPlan, mode: str, streams: int, sup: Any, server: str, server_pid: int
+    plan: WanPlan, mode: str, streams: int, sup: Any, server: str, server_pid: int, stats: Path
 ) -> RelayRun:
     from echoswarm import wan
 
     run = RelayRun(mode, streams)
     spec = wan.WanSpec.parse(f"rtt={plan.rtt_ms:g}ms")
-    relay = sup.start(
-        f"wan-{mode}", "server", wan.relay_argv(spec, [("127.0.0.1:0", server)], timer=mode)
-    )
+    argv = wan.relay_argv(spec, [("127.0.0.1:0", server)], timer=mode, stats=stats)
+    relay = sup.start(f"wan-{mode}", "server", argv)
     host, port = sup.wait_listening(relay)
     via = f"{host}:{port}"
     load = None
@@ -260,6 +265,9 @@ def figures(r: RelayRun, rtt: float) -> dict[str, float]:
         out["streams_p50"] = r.load["p50_ms"] - rtt
         out["streams_p99"] = r.load["p99_ms"] - rtt
     echoes = r.load.get("echoes", 0) + v.get("count", 0)
+    if r.wan_stats:
+        out["wan_late_p50"] = r.wan_stats["late_p50_us_max"]
+        out["wan_late_p99"] = r.wan_stats["late_p99_us_max"]
     if r.relay_cpu_s is not None and r.server_cpu_s is not None and echoes:
         out["wan_cpu"] = r.relay_cpu_s / echoes * 1e6
         out["server_cpu"] = r.server_cpu_s / (echoes + d.get("count", 0)) * 1e6
@@ -272,7 +280,8 @@ def relay_table(runs: list[RelayRun], plan: WanPlan) -> str:
     head = (
         f"{'timer':<8} {'streams':>7} | {'direct p50':>10} {'p99':>6} | {'via wan p50':>11} "
         f"{'p99':>6} | {'added p50':>9} {'(min–max)':>13} {'p99':>6} | {'streams−rtt p50':>15} "
-        f"{'p99':>6} | {'CPU µs/echo: wan':>16} {'server':>6}"
+        f"{'p99':>6} | {'CPU µs/echo: wan':>16} {'server':>6} | {'wan late µs ≤ p50':>17} "
+        f"{'p99':>6}"
     )
     rows = [head, "-" * len(head)]
     keys = list(dict.fromkeys((r.mode, r.streams) for r in runs))
@@ -294,7 +303,8 @@ def relay_table(runs: list[RelayRun], plan: WanPlan) -> str:
             f"{label} | {med('direct_p50', 10)} {med('direct_p99', 6, 2)} | "
             f"{med('via_p50', 11)} {med('via_p99', 6, 2)} | {med('added_p50', 9)} {spread:>13} "
             f"{med('added_p99', 6, 2)} | {med('streams_p50', 15)} {med('streams_p99', 6, 2)} | "
-            f"{med('wan_cpu', 16, 1)} {med('server_cpu', 6, 1)}"
+            f"{med('wan_cpu', 16, 1)} {med('server_cpu', 6, 1)} | "
+            f"{med('wan_late_p50', 17, 0)} {med('wan_late_p99', 6, 0)}"
         )
         failures = sum(r.load.get("failures", 0) for r in cell)
         errors = [r.error for r in cell if r.error]
@@ -305,7 +315,8 @@ def relay_table(runs: list[RelayRun], plan: WanPlan) -> str:
         f"{plan.frame_bytes} B frames; streams: one every {plan.interval_ms:g} ms each, through "
         f"the wan; the two ping-pong connections run in the same {plan.seconds:g} s window, one "
         f"straight to the server, one through the wan; added = via wan − {rtt:g} ms − direct; "
-        f"streams−rtt = reply − intended send − {rtt:g} ms)"
+        f"streams−rtt = reply − intended send − {rtt:g} ms; wan late = how late the relay's "
+        "timed releases ran, by its own --stats, upper bounds of power-of-two buckets)"
     )
     return "\n".join(rows)
 

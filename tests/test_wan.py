@@ -10,6 +10,7 @@ cores are shared while the suite runs (the relay's own figure, ~0.1 ms, is in be
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -363,7 +364,8 @@ def test_grpc_and_websocket_through_the_relay(
 def test_signal_stops_it_and_resets_open_connections(
     echo: procs.Proc, tmp_path: Path, sig: int
 ) -> None:
-    r = start_relay(tmp_path, echo.target, flags=("--rtt", "5ms"))
+    stats = tmp_path / "wan-stats.json"
+    r = start_relay(tmp_path, echo.target, flags=("--rtt", "5ms", "--stats", str(stats)))
     pid, port = r.pid, r.port
     with connect(r) as sock:
         echo_rtts(sock, 2)
@@ -375,6 +377,11 @@ def test_signal_stops_it_and_resets_open_connections(
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    done = json.loads(stats.read_text())  # what it did, written on the way out
+    assert done["spec"] == "rtt=5ms" and done["timer"] == "timerfd"
+    assert done["connections"] == 1 and done["bytes_up"] == done["bytes_down"] == 2 * 3200
+    assert done["timed_events"] >= 5  # the SYN's trip and 2 x 2 releases
+    assert 0 <= done["late_p50_us_max"] <= done["late_max_us_max"]
 
 
 def run_wan(*argv: str) -> tuple[int, str, str]:
@@ -408,6 +415,8 @@ OK = ("--listen", "127.0.0.1:0", "--to", "127.0.0.1:9")
         ((*OK, "--rtt", "20ms", "--rate", "0mbit"), "outside"),
         ((*OK, "--rtt", "20ms", "--queue-bytes", "10"), "queue"),
         ((*OK, "--rtt", "20ms", "--connect-timeout", "0s"), "connect-timeout"),
+        ((*OK, "--rtt", "20ms", "--stats", "/no/such/dir/s.json"), "--stats"),
+        ((*OK, "--rtt", "20ms", "--nice", "-30"), "niceness"),
         (("--listen", "127.0.0.1", "--to", "127.0.0.1:9", "--rtt", "1ms"), "HOST:PORT"),
         (("--listen", "127.0.0.1:0", "--to", "127.0.0.1:0", "--rtt", "1ms"), "port"),
         (("--listen", "127.0.0.1:0", "--rtt", "1ms"), "--to"),

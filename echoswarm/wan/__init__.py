@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from echoswarm.supervise import LISTENING_RE
 from echoswarm.wan.relay import Relay, RelayError
@@ -77,9 +78,11 @@ def relay_argv(
     *,
     python: str = sys.executable,
     timer: str | None = None,
+    stats: Path | None = None,
 ) -> list[str]:
     """The command line of one relay process serving every ``(listen, target)`` pair on the
-    path ``spec`` (one shared link). Addresses are ``"host:port"`` strings or tuples."""
+    path ``spec`` (one shared link). Addresses are ``"host:port"`` strings or tuples. With
+    ``stats``, the relay writes what it did and how late its releases were there on exit."""
     if not pairs:
         raise ValueError("at least one (listen, target) pair is needed")
     argv = [python, "-m", "echoswarm.wan"]
@@ -89,6 +92,8 @@ def relay_argv(
     argv += spec.flags()
     if timer is not None:
         argv += ["--timer", timer]
+    if stats is not None:
+        argv += ["--stats", str(stats)]
     return argv
 
 

@@ -12,12 +12,14 @@ path must not wait behind the load generators for CPU (without the privilege it 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import select
 import signal
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from types import FrameType
 from typing import NoReturn, TypeVar
 
@@ -138,6 +140,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="timerfd (ns precision, default) or poll (epoll's ms timeout; for comparison)",
     )
     p.add_argument(
+        "--stats",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="on exit, write what it relayed and how late its releases were (JSON) to FILE",
+    )
+    p.add_argument(
         "--nice",
         type=_checked(_niceness),
         default=DEFAULT_NICE,
@@ -152,6 +161,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if len(args.listen) != len(args.to):
         _usage(f"{len(args.listen)} --listen but {len(args.to)} --to (give them in pairs)")
+    if args.stats is not None and not args.stats.parent.is_dir():
+        _usage(f"--stats: no directory {str(args.stats.parent)!r}")
     if not hasattr(select, "epoll"):
         _usage("the WAN emulator needs Linux (epoll, timerfd)")
     try:
@@ -200,7 +211,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         nice_note,
     )
     relay.run()
+    stats = relay.stats()
+    logging.getLogger("echoswarm.wan").info("stopped: %s", stats)
+    if args.stats is not None:
+        _write_json(args.stats, stats)
     return 0
+
+
+def _write_json(path: Path, data: dict[str, object]) -> None:
+    """Write ``data`` whole or not at all (a temp file renamed into place)."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(json.dumps(data, indent=1) + "\n")
+        tmp.replace(path)
+    except OSError as exc:
+        sys.stderr.write(f"{PROG}: cannot write {path}: {exc.strerror}\n")
 
 
 def raise_priority(niceness: int) -> str:

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from echoswarm.wan.clock import ClockError, TimerFd
 
 TIMERS = ("timerfd", "poll")
+LATE_BUCKETS = 40  # up to ~9 minutes late
 
 _IN = select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR | select.EPOLLRDHUP
 _OUT = select.EPOLLOUT | select.EPOLLHUP | select.EPOLLERR
@@ -53,7 +54,9 @@ class Reactor:
         if self._tfd is not None:
             self._ep.register(self._tfd.fileno(), select.EPOLLIN)
         self._stopping = False
-        self.wakeups = 0  # epoll returns (for the benchmark)
+        self.wakeups = 0  # epoll returns
+        # Timed callbacks by lateness: bucket b counts those late by [2^(b-1), 2^b) ns.
+        self.late = [0] * LATE_BUCKETS
 
     # -- fds -----------------------------------------------------------------------------------
 
@@ -107,12 +110,26 @@ class Reactor:
         heapq.heappush(self._heap, (due_ns, next(self._seq), cb))
 
     def _run_due(self) -> None:
-        heap = self._heap
+        heap, late = self._heap, self.late
         now = time.monotonic_ns()
         while heap and heap[0][0] <= now:
-            heapq.heappop(heap)[2]()
-            if heap and heap[0][0] > now:
-                now = time.monotonic_ns()  # callbacks take time; pick up what became due
+            due, _, cb = heapq.heappop(heap)
+            late[min((now - due).bit_length(), LATE_BUCKETS - 1)] += 1
+            cb()
+            now = time.monotonic_ns()  # callbacks take time; pick up what became due
+
+    def lateness_ns(self, q: float) -> int:
+        """An upper bound of the ``q`` quantile of how late timed callbacks ran (0 if none ran),
+        from a histogram with power-of-two buckets (so within a factor of two)."""
+        total = sum(self.late)
+        if not total:
+            return 0
+        seen = 0
+        for bucket, count in enumerate(self.late):
+            seen += count
+            if seen >= q * total:
+                return (1 << bucket) - 1
+        return (1 << (LATE_BUCKETS - 1)) - 1
 
     def _next_wait(self) -> float:
         """The epoll timeout, in seconds (-1 = until an fd is ready), arming the timerfd."""

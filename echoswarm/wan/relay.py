@@ -166,6 +166,7 @@ class Pipe:
             return
         n = len(data)
         relay = self.conn.relay
+        relay.bytes_in[self.lane.link is relay.path.up] += n
         piece = relay.piece_bytes
         if n <= piece:
             self._enqueue(self.lane.due(now, n), data)
@@ -432,6 +433,7 @@ class Relay:
         self.reactor = Reactor(timer)
         self.conns: set[Conn] = set()
         self.accepted = 0
+        self.bytes_in = [0, 0]  # bytes read [from servers, from clients]
         self._listeners: list[socket.socket] = []
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -496,6 +498,22 @@ class Relay:
                 self.reactor.add_reader(fd, accept)
 
         self.reactor.call_at(time.monotonic_ns() + 100_000_000, resume)
+
+    def stats(self) -> dict[str, object]:
+        """What the relay did, and how late its releases were (its own share of the delay)."""
+        r = self.reactor
+        return {
+            "spec": self.spec.contract(),
+            "timer": r.timer,
+            "connections": self.accepted,
+            "open": len(self.conns),
+            "bytes_up": self.bytes_in[1],
+            "bytes_down": self.bytes_in[0],
+            "timed_events": sum(r.late),
+            "late_p50_us_max": r.lateness_ns(0.5) / 1e3,
+            "late_p99_us_max": r.lateness_ns(0.99) / 1e3,
+            "late_max_us_max": r.lateness_ns(1.0) / 1e3,
+        }
 
     def run(self) -> None:
         """Serve until :meth:`stop`; then reset every open connection and close everything."""
