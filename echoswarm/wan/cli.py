@@ -85,7 +85,11 @@ def _niceness(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog=PROG, description=__doc__.splitlines()[0] if __doc__ else None)
+    p = _Parser(
+        prog=PROG,
+        description="A user-space WAN emulator: a TCP relay that adds a round trip, jitter "
+        "(never reordering) and a bandwidth limit in front of any TCP server.",
+    )
     p.add_argument(
         "--listen",
         type=_checked(_listen),
