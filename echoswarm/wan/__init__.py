@@ -11,7 +11,7 @@ in front of any TCP server (raw TCP echo, WebSocket, gRPC over HTTP/2):
 
 * half the round trip each way, a jitter that never reorders bytes, a per-direction bandwidth
   limit with serialization delay, the handshake's round trip, half-closes and resets carried
-  through, bounded memory per connection (:mod:`.relay`, :mod:`.path`);
+  through, bounded memory per connection (:mod:`.conn`, :mod:`.relay`, :mod:`.path`);
 * releases on time to the microsecond: a timerfd in the relay's own epoll loop, because epoll's
   millisecond timeouts (asyncio's and uvloop's timers) would add up to 1 ms per hop
   (:mod:`.clock`, :mod:`.reactor`; figures in ``bench/README.md``); each chunk's delay counts
