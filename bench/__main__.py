@@ -1,7 +1,7 @@
 """``python -m bench`` — the load-generator benchmarks (not tests): overhead, cost, paced
 capacity, fidelity.
 
-    python -m bench [all|overhead|cost|paced|fidelity|profile] [--quick] [options]
+    python -m bench [all|overhead|cost|paced|fidelity|profile|wan] [--quick] [options]
 
 * ``overhead`` — our users beside a lean reference client per transport (plain ``grpc.aio``,
   asyncio TCP, the ``websockets`` client), same server, streams and cadence, alternating:
@@ -14,7 +14,9 @@ capacity, fidelity.
   (``bench.paced_capacity``);
 * ``fidelity`` — latency against a server with a known 20 ms delay, and ping-pong RTT beside C
   (``bench.fidelity``);
-* ``profile`` — where the time goes in our users (py-spy; ``bench.profile``).
+* ``profile`` — where the time goes in our users (py-spy; ``bench.profile``);
+* ``wan`` — the WAN emulator's own added latency and CPU per message at the demo's load, and
+  how precisely each way of waiting wakes up (``bench.wan``; not part of ``all``).
 
 ``all`` (the default) runs overhead, cost, paced and fidelity: about 6 minutes; ``--quick``
 about 40 s.
@@ -30,11 +32,11 @@ import time
 from collections.abc import Sequence
 from typing import NoReturn
 
-from bench import cost, fidelity, overhead, paced_capacity, profile
+from bench import cost, fidelity, overhead, paced_capacity, profile, wan
 from bench.harness import BenchError, build_c_client, last_cpu, servers
 from echoswarm.argtypes import positive_float, positive_int
 
-WHATS = ("all", "overhead", "cost", "paced", "fidelity", "profile")
+WHATS = ("all", "overhead", "cost", "paced", "fidelity", "profile", "wan")
 
 
 class Parser(argparse.ArgumentParser):
@@ -74,7 +76,9 @@ def build_parser() -> Parser:
     p.add_argument(
         "--messages", type=positive_int, default=None, help="messages per Python cost run"
     )
-    p.add_argument("--repeat", type=positive_int, default=None, help="cost repeats (3)")
+    p.add_argument(
+        "--repeat", type=positive_int, default=None, help="cost repeats / wan rounds (3)"
+    )
     p.add_argument(
         "--no-pin",
         action="store_true",
@@ -96,6 +100,8 @@ def build_parser() -> Parser:
         "--seconds", type=positive_float, default=None, help="overhead: measuring window (15 s)"
     )
     p.add_argument("--rounds", type=positive_int, default=2, help="overhead: alternating rounds")
+    p.add_argument("--wan-seconds", type=positive_float, default=None, help="wan: window (6)")
+    p.add_argument("--wan-streams", type=positive_int, default=None, help="wan: streams (240)")
     return p
 
 
@@ -142,6 +148,14 @@ def run(args: argparse.Namespace) -> int:
     cp, pp, fid_s = plans(args)
     what = args.what
     t0 = time.monotonic()
+    if what == "wan":
+        plan = wan.WanPlan()
+        if args.quick:
+            plan.quick()
+        plan.seconds = args.wan_seconds or plan.seconds
+        plan.streams = args.wan_streams or plan.streams
+        plan.repeat = args.repeat or plan.repeat
+        wan.run(plan, say, note)
     if what == "profile":
         with servers(args.transports) as targets:
             for transport in args.transports:

@@ -143,6 +143,10 @@ def main(argv: list[str] | None = None) -> int:
         from echoswarm.sweep import cli as sweep
 
         return sweep.main(argv[1:])
+    if argv[:1] == ["wan"]:  # the WAN emulator (echoswarm.wan) has its own parser
+        from echoswarm.wan.cli import main as wan_main
+
+        return wan_main(argv[1:])
     extra: list[str] = []
     if "--" in argv:
         i = argv.index("--")

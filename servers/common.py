@@ -8,7 +8,6 @@ bad flags or a port in use → one line on stderr and exit 2.
 from __future__ import annotations
 
 import argparse
-import errno
 import logging
 import sys
 from collections.abc import Callable
@@ -19,6 +18,9 @@ from echoswarm.argtypes import non_negative_float as non_negative_float
 from echoswarm.argtypes import non_negative_int as non_negative_int
 from echoswarm.argtypes import port_number as port_number
 from echoswarm.argtypes import positive_int as positive_int
+from echoswarm.listening import announce as announce  # (the servers' LISTENING line)
+from echoswarm.listening import bind_error_text
+from echoswarm.listening import raise_nofile_limit as raise_nofile_limit
 
 EXIT_OK = 0
 EXIT_RUNTIME = 1
@@ -78,22 +80,9 @@ class UsageError(Exception):
     """A user mistake (bad flag value, port in use): one line, exit 2."""
 
 
-def announce(kind: str, host: str, port: int) -> None:
-    """Print the LISTENING line that harnesses wait for (must be the first stdout line)."""
-    shown = f"[{host}]" if ":" in host else host
-    sys.stdout.write(f"LISTENING {kind} {shown}:{port}\n")
-    sys.stdout.flush()
-
-
 def bind_error(exc: OSError, host: str, port: int) -> UsageError:
     """Turn a bind failure into the one-line usage error the contract asks for."""
-    if exc.errno == errno.EADDRINUSE:
-        return UsageError(f"port {port} on {host} is already in use")
-    if exc.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
-        return UsageError(f"cannot bind {host}:{port}: address not available on this machine")
-    if exc.errno == errno.EACCES:
-        return UsageError(f"cannot bind {host}:{port}: permission denied")
-    return UsageError(f"cannot bind {host}:{port}: {exc.strerror or exc}")
+    return UsageError(bind_error_text(exc, host, port))
 
 
 def fail_usage(prog: str, message: str) -> NoReturn:
@@ -152,27 +141,6 @@ def setup_logging(level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-
-
-def raise_nofile_limit() -> int:
-    """Raise the soft open-files limit to the hard limit; return the new soft limit.
-
-    Servers must hold thousands of idle connections; the usual soft limit of 1024 would make
-    ``accept`` fail long before memory or CPU run out.
-    """
-    try:
-        import resource
-    except ImportError:  # not on POSIX: nothing to raise
-        return -1
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
-    if soft == resource.RLIM_INFINITY or soft >= target:
-        return soft
-    try:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-    except (ValueError, OSError):
-        return soft
-    return target
 
 
 def probe_bind(host: str, port: int) -> UsageError | None:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import psutil
 
-from echoswarm.orchestrate.supervise import LISTENING_RE
+from echoswarm.listening import LISTENING_RE
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -21,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-LISTENING_RE = re.compile(r"^LISTENING (\w+) \[?([^\]\s]+?)\]?:(\d+)\s*$")
+from echoswarm.listening import LISTENING_RE
 
 
 class ChildError(RuntimeError):

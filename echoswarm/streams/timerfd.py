@@ -1,32 +1,38 @@
 """A Linux timerfd armed at absolute monotonic nanoseconds: sub-millisecond wake-ups for the
-paced senders, whatever event loop watches the descriptor.
+paced senders and the WAN relay, whatever event loop watches the descriptor.
 
-Why: both event loops the users run on wait in whole milliseconds. libev's epoll backend (the
+Why: every event loop the harness runs waits in whole milliseconds. libev's epoll backend (the
 gevent hub) rounds its timeout up to the next millisecond, and so does CPython's
 ``select.epoll.poll`` under asyncio; uvloop's timers count milliseconds. A paced send therefore
 left 0-1 ms after its due time, and that sender lag (recorded, never hidden) sat inside every
-latency the harness reported. A timerfd is an hrtimer: the kernel makes the descriptor readable
-at the programmed instant (tens of microseconds late at most), which wakes ``epoll_wait`` early.
-One timerfd per scheduler serves all its streams: it is re-armed for the earliest due time.
+latency the harness reported; a relay hop would add the same. A timerfd is an hrtimer: the
+kernel makes the descriptor readable at the programmed instant (tens of microseconds late at
+most), which wakes the same ``epoll_wait`` that watches the sockets. One timerfd per loop serves
+everything due on it: it is re-armed for the earliest due time (re-arming also resets its
+expiry count). ``python -m bench wan`` measures it against the alternatives.
 
 ``CLOCK_MONOTONIC`` is the clock ``time.monotonic_ns()`` reads (:mod:`echoswarm.measure`), so a
-due time from the schedule is programmed as is. Python 3.13 has ``os.timerfd_create``; this
-project supports 3.11, hence ctypes. On systems without timerfd :func:`available` is False and
+due time from a schedule is programmed as is. ``os.timerfd_*`` exists from Python 3.13; before
+that the two calls go through ctypes. Where there is no timerfd, :func:`available` is False and
 callers fall back to their loop's own timers.
 """
 
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import sys
+from typing import Any
 
 CLOCK_MONOTONIC = 1
 TFD_TIMER_ABSTIME = 1
 TFD_NONBLOCK = os.O_NONBLOCK
-TFD_CLOEXEC = os.O_CLOEXEC
+TFD_CLOEXEC = 0o2000000
 PR_SET_TIMERSLACK = 29
+
+
+class TimerFdError(OSError):
+    """No timerfd on this system (or it could not be created)."""
 
 
 class _Timespec(ctypes.Structure):
@@ -37,15 +43,16 @@ class _Itimerspec(ctypes.Structure):
     _fields_ = [("it_interval", _Timespec), ("it_value", _Timespec)]
 
 
-_libc: ctypes.CDLL | None = None
-if sys.platform.startswith("linux"):
+_NATIVE = hasattr(os, "timerfd_create")
+_libc: Any = None
+if sys.platform.startswith("linux") and not _NATIVE:
     try:
-        _libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        _libc = ctypes.CDLL(None, use_errno=True)
         _libc.timerfd_create.argtypes = [ctypes.c_int, ctypes.c_int]
         _libc.timerfd_settime.argtypes = [
             ctypes.c_int,
             ctypes.c_int,
-            ctypes.POINTER(_Itimerspec),
+            ctypes.c_void_p,
             ctypes.c_void_p,
         ]
     except (OSError, AttributeError):
@@ -53,48 +60,69 @@ if sys.platform.startswith("linux"):
 
 
 def available() -> bool:
-    return _libc is not None
+    return sys.platform.startswith("linux") and (_NATIVE or _libc is not None)
 
 
-def reduce_timer_slack() -> None:
-    """Ask for 1 µs timer slack in this thread (Linux defaults to 50 µs for poll timeouts)."""
-    if _libc is not None:
-        _libc.prctl(PR_SET_TIMERSLACK, 1, 0, 0, 0)
+def reduce_timer_slack() -> bool:
+    """Ask Linux for 1 ns timer slack (default 50 µs) for this thread's timed waits (a timerfd
+    is not subject to slack, but ``epoll_wait`` timeouts and sleeps are). True if applied."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return bool(libc.prctl(PR_SET_TIMERSLACK, 1, 0, 0, 0) == 0)
+    except (OSError, AttributeError):
+        return False
 
 
 class TimerFd:
-    """One timerfd: :meth:`arm` at an absolute monotonic time, watch :attr:`fd` for reading,
-    :meth:`clear` when it fired."""
+    """One absolute-time timerfd: :meth:`arm` at a monotonic time, watch :attr:`fd` for reading,
+    :meth:`clear` (or re-arm) when it fired, :meth:`disarm`, :meth:`close`."""
 
     __slots__ = ("fd", "_spec", "_ref")
 
     def __init__(self) -> None:
-        if _libc is None:
-            raise OSError("timerfd is not available on this system")
+        if not available():
+            raise TimerFdError("timerfd is not available on this system")
+        if _NATIVE:
+            self.fd: int = os.timerfd_create(  # type: ignore[attr-defined,unused-ignore]
+                os.CLOCK_MONOTONIC,  # type: ignore[attr-defined,unused-ignore]
+                flags=os.TFD_NONBLOCK | os.TFD_CLOEXEC,  # type: ignore[attr-defined,unused-ignore]
+            )
+            return
         fd = _libc.timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC)
         if fd < 0:
             err = ctypes.get_errno()
-            raise OSError(err, os.strerror(err))
-        self.fd: int = fd
+            raise TimerFdError(err, f"timerfd_create: {os.strerror(err)}")
+        self.fd = fd
         self._spec = _Itimerspec()
-        self._ref = ctypes.byref(self._spec)
+        self._ref = ctypes.addressof(self._spec)
+
+    def fileno(self) -> int:
+        return self.fd
 
     def arm(self, due_ns: int) -> None:
         """Fire at ``due_ns`` (monotonic; at once if it has passed). Replaces any earlier arm."""
+        due_ns = due_ns if due_ns > 0 else 1  # 0 would disarm
+        if _NATIVE:
+            os.timerfd_settime_ns(  # type: ignore[attr-defined,unused-ignore]
+                self.fd,
+                flags=os.TFD_TIMER_ABSTIME,  # type: ignore[attr-defined,unused-ignore]
+                initial=due_ns,
+            )
+            return
         value = self._spec.it_value
-        if due_ns <= 0:
-            due_ns = 1  # 0 would disarm it
         value.tv_sec, value.tv_nsec = divmod(due_ns, 1_000_000_000)
-        assert _libc is not None
         if _libc.timerfd_settime(self.fd, TFD_TIMER_ABSTIME, self._ref, None) < 0:
             err = ctypes.get_errno()
-            raise OSError(err, os.strerror(err))
+            raise TimerFdError(err, f"timerfd_settime: {os.strerror(err)}")
 
     def disarm(self) -> None:
-        value = self._spec.it_value
-        value.tv_sec = value.tv_nsec = 0
-        assert _libc is not None
-        _libc.timerfd_settime(self.fd, TFD_TIMER_ABSTIME, self._ref, None)
+        if _NATIVE:
+            os.timerfd_settime_ns(self.fd, initial=0)  # type: ignore[attr-defined,unused-ignore]
+            return
+        self._spec.it_value.tv_sec = self._spec.it_value.tv_nsec = 0
+        _libc.timerfd_settime(self.fd, 0, self._ref, None)
 
     def clear(self) -> None:
         """Consume the expiry count (the descriptor stops being readable)."""
