@@ -30,6 +30,7 @@ def config(
     messages: int | None = None,
     seconds: float | None = None,
     timeout_ms: int = 1_000,
+    spread: bool = False,  # exact schedules below; phases have their own test
 ) -> StreamConfig:
     return StreamConfig(
         request_type="tcp",
@@ -39,6 +40,7 @@ def config(
         max_messages=messages,
         duration_ns=int(seconds * 1e9) if seconds else None,
         timeout_ns=timeout_ms * MS,
+        spread=spread,
     )
 
 
@@ -61,6 +63,25 @@ def test_paced_messages_are_due_on_the_schedule_and_timed_from_it() -> None:
     assert {s.latency_ns for s in samples} == {5 * MS}  # from the intended time, lag included
     assert {s.lag_ns for s in samples} == {2 * MS} and {s.service_ns for s in samples} == {3 * MS}
     assert (samples[0].user_id, samples[0].conn_id, samples[0].nbytes) == (3, 7, 3200)
+
+
+def test_streams_started_together_get_phases_spread_over_the_interval() -> None:
+    starts = []
+    for _ in range(240):
+        core, _ = core_of(config(interval_ms=100, spread=True))
+        core.start(5_000 * MS)  # all at the same instant, as one Locust spawn batch
+        starts.append(core.due_ns())
+    phases = sorted((due or 0) - 5_000 * MS for due in starts)
+    assert 0 <= phases[0] and phases[-1] < 100 * MS
+    # evenly spread: every 10 ms slice of the interval holds 24 +- 3 of the 240 streams
+    per_slice = [sum(1 for p in phases if k * 10 * MS <= p < (k + 1) * 10 * MS) for k in range(10)]
+    assert all(21 <= n <= 27 for n in per_slice), per_slice
+    core, _ = core_of(config(interval_ms=100, spread=True, pingpong=True))
+    core.start(7 * MS)
+    assert core.due_ns(7 * MS) == 7 * MS  # the closed loop starts at once
+    aligned, _ = core_of(config(interval_ms=100))
+    aligned.start(7 * MS)
+    assert aligned.due_ns() == 7 * MS
 
 
 def test_a_stream_length_in_seconds_ends_before_the_first_message_at_or_past_it() -> None:
@@ -178,6 +199,8 @@ def test_pingpong_sends_when_answered_and_a_timeout_ends_the_stream() -> None:
 def test_stream_config_crosses_the_wire_unchanged() -> None:
     cfg = config(interval_ms=20, pingpong=True, messages=7, seconds=1.5, timeout_ms=800)
     assert StreamConfig.from_wire(cfg.as_wire()) == cfg
+    spread = config(interval_ms=20, spread=True)
+    assert StreamConfig.from_wire(spread.as_wire()) == spread
     assert (
         config(timeout_ms=800).stop_drain_s == 0.8 and config(timeout_ms=5_000).stop_drain_s == 2.0
     )

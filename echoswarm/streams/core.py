@@ -11,8 +11,9 @@ sleeps or touches a socket, so it is tested with plain pytest and an injected cl
 The rules it keeps (DESIGN.md, "Measurement rules"):
 
 * **paced**: message *i* is due at ``t0 + i * interval`` (:class:`~echoswarm.measure.Schedule`
-  is the only place that multiplies it out); latency = reply − intended, so a late sender or a
-  stalled server shows in every message due meanwhile. ``sent_ns`` is taken by the driver right
+  is the only place that multiplies it out), ``t0`` a phase after the stream's start
+  (:meth:`StreamCore.start`); latency = reply − intended, so a late sender or a stalled server
+  shows in every message due meanwhile. ``sent_ns`` is taken by the driver right
   before the bytes leave (:meth:`StreamCore.take`).
 * **pingpong**: the closed loop; a message is due as soon as the previous one is answered, and
   its intended time is its send time.
@@ -26,6 +27,7 @@ The rules it keeps (DESIGN.md, "Measurement rules"):
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,6 +52,7 @@ class StreamConfig:
     max_messages: int | None  # None = no limit
     duration_ns: int | None  # None = until stopped
     timeout_ns: int
+    spread: bool = True  # paced: the first message at a phase within the interval (see start)
 
     @property
     def timeout_s(self) -> float:
@@ -69,12 +72,16 @@ class StreamConfig:
             self.max_messages,
             self.duration_ns,
             self.timeout_ns,
+            self.spread,
         ]
 
     @classmethod
     def from_wire(cls, fields: list[Any]) -> StreamConfig:
-        rt, name, interval, pingpong, limit, duration, timeout = fields
-        return cls(str(rt), str(name), int(interval), bool(pingpong), limit, duration, int(timeout))
+        rt, name, interval, pingpong, limit, duration, timeout, spread = fields
+        return cls(
+            str(rt), str(name), int(interval), bool(pingpong), limit, duration, int(timeout),
+            bool(spread),
+        )  # fmt: skip
 
 
 def stream_config(opts: Any, request_type: str, name: str) -> StreamConfig:
@@ -87,7 +94,19 @@ def stream_config(opts: Any, request_type: str, name: str) -> StreamConfig:
         max_messages=opts.stream_messages or None,
         duration_ns=int(opts.stream_seconds * 1e9) or None,
         timeout_ns=int(opts.reply_timeout_s * 1e9),
+        spread=getattr(opts, "phases", "spread") == "spread",
     )
+
+
+_GOLDEN = 0.6180339887498949
+_phases = itertools.count()
+
+
+def next_phase_ns(interval_ns: int) -> int:
+    """Where in the interval the next paced stream of this process starts: a low-discrepancy
+    sequence (fractions of the golden ratio), so any number of streams started together — Locust
+    spawns a whole second's users at once — are spread evenly instead of sending in lockstep."""
+    return int(((next(_phases) * _GOLDEN) % 1.0) * interval_ns)
 
 
 class StreamCore:
@@ -139,10 +158,17 @@ class StreamCore:
         self.closing = False  # the driver closes the link on purpose: its next error is not one
 
     # ------------------------------------------------------------------- sending
-    def start(self, now: int) -> None:
-        """The stream begins: message 0 is due ``now``."""
-        self.schedule.t0_ns = now
-        self.end_ns = now + self.cfg.duration_ns if self.cfg.duration_ns else None
+    def start(self, now: int, phase_ns: int | None = None) -> None:
+        """The stream begins: message 0 is due at ``now + phase``. Paced streams get a phase
+        within the interval (:func:`next_phase_ns`; 0 with ``--phases aligned``, and for
+        ping-pong) so streams started together do not send in lockstep; its length counts from
+        ``now``."""
+        cfg = self.cfg
+        if phase_ns is None:
+            spread = cfg.spread and not cfg.pingpong and cfg.interval_ns > 0
+            phase_ns = next_phase_ns(cfg.interval_ns) if spread else 0
+        self.schedule.t0_ns = now + phase_ns
+        self.end_ns = now + cfg.duration_ns if cfg.duration_ns else None
 
     def due_ns(self, now: int | None = None) -> int | None:
         """When the next message is due, or None once the stream sends no more (stopped, at

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import os
 from collections.abc import Callable
 
 from echoswarm.measure import now_ns
@@ -79,7 +80,7 @@ class AsyncPacer:
         self._armed: int | None = None  # due time the wake-up is set for
         self._fallback: asyncio.TimerHandle | None = None
         self._tfd: timerfd.TimerFd | None = None
-        if timerfd.available():
+        if timerfd.available() and os.environ.get("ECHOSWARM_TIMERS", "timerfd") == "timerfd":
             timerfd.reduce_timer_slack()
             self._tfd = timerfd.TimerFd()
             loop.add_reader(self._tfd.fd, self._on_wake)

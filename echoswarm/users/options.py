@@ -32,6 +32,7 @@ from echoswarm.wire import HEADER_SIZE
 
 TRANSPORTS = ("grpc", "ws", "tcp")
 MODES = ("paced", "pingpong")
+PHASES = ("spread", "aligned")
 
 
 def _frame_bytes(text: str) -> int:
@@ -116,6 +117,13 @@ def add_arguments(parser: Any) -> None:
         "pingpong: closed loop, next message after the reply",
     )
     group.add_argument(
+        "--phases",
+        choices=PHASES,
+        default="spread",
+        help="paced streams: spread = each stream's first message at its own phase within the "
+        "interval (streams Locust starts together do not send in lockstep); aligned = at once",
+    )
+    group.add_argument(
         "--transports",
         type=_transports_arg,
         default="grpc,ws,tcp",
@@ -180,8 +188,12 @@ class OptionError(ValueError):
 
 
 def _mode(text: str) -> str:
-    if text not in MODES:
-        raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(MODES)}")
+    return _choice(text, MODES)
+
+
+def _choice(text: str, allowed: tuple[str, ...]) -> str:
+    if text not in allowed:
+        raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(allowed)}")
     return text
 
 
@@ -191,6 +203,7 @@ _CHECKS: dict[str, Any] = {
     "frame_bytes": _frame_bytes,
     "interval_ms": non_negative_float,
     "mode": _mode,
+    "phases": lambda text: _choice(text, PHASES),
     "transports": _transports_arg,
     "reply_timeout_s": positive_float,
     "stream_seconds": non_negative_float,

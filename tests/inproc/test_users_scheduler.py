@@ -27,6 +27,7 @@ def paced(interval_ms: int, messages: int) -> StreamConfig:
         max_messages=messages,
         duration_ns=None,
         timeout_ns=5_000_000_000,
+        spread=False,  # exact schedules from the stream's start
     )
 
 
