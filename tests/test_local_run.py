@@ -191,8 +191,11 @@ def test_server_that_cannot_start_fails_with_its_error(tmp_path: Path) -> None:
     lf = tmp_path / "broken.py"
     lf.write_text(
         "import locust\n"
+        "from echoswarm.users import TcpUser\n"
         'ECHOSWARM_SERVERS = [{"kind": "tcp", "option": "--tcp-target",'
         ' "args": ["--model", "no-such-model"]}]\n'
+        "class Tcp(TcpUser):\n"
+        '    pattern = "stream"\n'
     )
     proc = subprocess.run(
         _argv(tmp_path / "run", str(lf)),
@@ -204,3 +207,7 @@ def test_server_that_cannot_start_fails_with_its_error(tmp_path: Path) -> None:
     )
     assert proc.returncode == 3
     assert "exited with code 2 before listening" in proc.stderr
+    # the directory it created says what happened (the master never wrote a run.json)
+    run = read_json(tmp_path / "run" / "run.json")
+    assert run["status"] == "failed"
+    assert "exited with code 2 before listening" in run["failure_reason"]

@@ -85,6 +85,7 @@ class LocalRun:
         self.sup = Supervisor(self.results / "logs")
         self.pool: WorkerPool | None = None
         self.stopping = False  # no worker is replaced once the run is being stopped
+        self.failure = ""  # why the run failed (one line), for run.json
         self.signal_received: int | None = None
         self.events: list[dict[str, Any]] = []  # children that died, for run.json
         self.t0 = time.monotonic()
@@ -100,7 +101,11 @@ class LocalRun:
 
     def execute(self) -> int:
         servers = read_servers(self.cfg.locustfile)  # ScenarioError → usage error in __main__
-        self.results.mkdir(parents=True, exist_ok=True)
+        try:
+            self.results.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            self._say(f"error: cannot create {self.results}: {exc.strerror or exc}", err=True)
+            return EXIT_USAGE
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         master: Child | None = None
         code = EXIT_OK
@@ -114,6 +119,7 @@ class LocalRun:
                 self._say(f"\n{signal.Signals(self.signal_received or 2).name}: stopping the run…")
             except (ChildError, RunError) as exc:
                 self._say(f"error: {exc}", err=True)
+                self.failure = str(exc)
                 code = EXIT_RUN
             finally:
                 # Ignore further signals while stopping: cleanup must finish.
@@ -215,7 +221,8 @@ class LocalRun:
                 line.done()
                 if rc == 2 and not live.exists():
                     # Locust's own usage error (e.g. a bad extra argument after --).
-                    self._say(f"error: locust: {master.last_lines(1)}", err=True)
+                    self.failure = f"locust: {master.last_lines(1)}"
+                    self._say(f"error: {self.failure}", err=True)
                     return EXIT_USAGE
                 if rc != 0:  # failures do not count: the master runs with --exit-code-on-error 0
                     raise RunError(f"locust master exited with code {rc}: {master.last_lines()}")
@@ -325,8 +332,10 @@ class LocalRun:
         if self.signal_received is not None:
             orchestrator["interrupted_by"] = signal.Signals(self.signal_received).name
             data["status"] = "partial"
-        elif code == EXIT_RUN:
+        elif code in (EXIT_RUN, EXIT_USAGE) or data.get("status") in (None, "running"):
+            # The master never wrote a final status (it failed, or never started): say so.
             data["status"] = "failed"
+            data.setdefault("failure_reason", self.failure or _no_final_status(data))
         data["orchestrator"] = orchestrator
         tmp = path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(data, indent=2, default=str))
@@ -351,6 +360,12 @@ class LocalRun:
         stream = sys.stderr if err else self.out
         stream.write(text + "\n")
         stream.flush()
+
+
+def _no_final_status(data: dict[str, Any]) -> str:
+    if not data:
+        return "the Locust master wrote no run.json (see logs/master.log)"
+    return "the Locust master ended without finalizing its results (see logs/master.log)"
 
 
 def judge(results: Path, slos: list[slo.SLO]) -> list[slo.Verdict]:
