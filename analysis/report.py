@@ -51,13 +51,7 @@ def facts(run: Run) -> list[tuple[str, str]]:
     t = totals(run)
     workers = r.get("workers") or []
     lost = r.get("lost_workers") or []
-    status = run.status + (
-        ""
-        if run.complete
-        else "  (incomplete: the writer did not finish)"
-        if run.status == "running"
-        else ""
-    )
+    status = run.status_text
     out = [
         ("Scenario", str(r.get("scenario") or "?")),
         ("Status", status),

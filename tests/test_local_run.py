@@ -62,7 +62,8 @@ def test_audio_stream_end_to_end(tmp_path: Path, orchestrate: Orchestrate) -> No
     for name in ("run.json", "events.parquet", "report.html", "locust_stats.csv"):
         assert (results / name).exists(), name
     run = json.loads((results / "run.json").read_text())
-    assert run["status"] == "complete"
+    assert run["status"] == "complete" and run["ended_by"] == "run_time"
+    assert run["planned_duration_s"] == 10 and run["cut_short_s"] == 0
     assert "PASS" in out and "FAIL" not in out
     o.assert_no_leftovers()
 
@@ -150,7 +151,7 @@ def _elapsed(results: Path) -> float:
 
 
 @pytest.mark.timeout(120)
-def test_sigint_gives_partial_results_and_no_orphans(
+def test_sigint_gives_interrupted_results_and_no_orphans(
     tmp_path: Path, orchestrate: Orchestrate
 ) -> None:
     results = tmp_path / "run"
@@ -163,10 +164,39 @@ def test_sigint_gives_partial_results_and_no_orphans(
     rc = o.wait(60)
     assert rc == 130, o.output()
     run = json.loads((results / "run.json").read_text())
-    assert run["status"] == "partial"
+    assert run["status"] == "interrupted"
     assert run["orchestrator"]["interrupted_by"] == "SIGINT"
+    assert run["planned_duration_s"] == 60 and run["duration_s"] < 30
+    assert run["ended_by"] == "shutdown" and run["cut_short_s"] > 30
     assert (results / "summary.csv").exists()
     o.assert_no_leftovers()
+
+
+@pytest.mark.timeout(120)
+def test_killed_orchestrator_leaves_an_interrupted_run(
+    tmp_path: Path, orchestrate: Orchestrate
+) -> None:
+    """Issue 11 item 15: SIGKILL the orchestrator mid-run. Its children get SIGTERM (pdeath);
+    the master finalizes — as interrupted, with the planned and the actual duration."""
+    results = tmp_path / "run"
+    o = orchestrate(
+        _argv(results, AUDIO, *"--workers 1 -u 4 -t 30s --no-report -- --transports tcp".split())
+    )
+    o.wait_for(lambda: _elapsed(results) >= 3.0, "3 s of load")
+    o.children()
+    o.popen.kill()
+    o.popen.wait(timeout=10)
+    run_json = results / "run.json"
+    deadline = time.monotonic() + 45
+    while read_json(run_json)["status"] == "running":  # the master finalizing on SIGTERM
+        assert time.monotonic() < deadline, "the master never finalized"
+        time.sleep(0.2)  # polling with a deadline
+    run = read_json(run_json)
+    assert run["status"] == "interrupted", run["status"]
+    assert run["planned_duration_s"] == 30 and 2 < run["duration_s"] < 20
+    assert run["ended_by"] == "shutdown" and run["cut_short_s"] > 10
+    assert run["count"] > 0 and "orchestrator" not in run  # it never got to annotate
+    o.assert_no_leftovers_within(30)
 
 
 @pytest.mark.timeout(120)

@@ -5,6 +5,7 @@ orchestrator): a master that vanishes, a master killed mid-run, a worker whose c
 from __future__ import annotations
 
 import socket
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from echoswarm.orchestrate import commands
+from echoswarm.results import read_run, run_state
 from tests import procs
 
 SYNTHETIC = "tests/locustfiles/synthetic.py"
@@ -75,3 +77,49 @@ def test_master_timeout_makes_an_orphaned_worker_quit_early(tmp_path: Path) -> N
     assert waited < 10, f"the worker took {waited:.1f}s to give up on its master"
     assert "Didn't get heartbeat from master in over 3" in worker.stderr_text()
     assert rc is not None
+
+
+@pytest.mark.timeout(90)
+def test_a_directory_left_by_a_killed_master_reads_as_crashed(tmp_path: Path) -> None:
+    """Issue 11 item 15: run.json still says "running" after its writer was SIGKILLed; every
+    reader says it crashed, and how much data the directory holds."""
+    run_dir = tmp_path / "run"
+    port = _free_port()
+    master = _master(run_dir, port, tmp_path)
+    worker = _worker(port, tmp_path, "worker", "--master-timeout-s", "3")
+    try:
+        parts = run_dir / "events.parts"
+        _wait_until(lambda: len(list(parts.glob("part-*.parquet"))) >= 2, "two report intervals")
+        alive = run_state(read_run(run_dir))
+        assert alive.state == "running" and f"pid {master.pid}" in alive.detail
+        master.popen.kill()
+        master.popen.wait(timeout=10)
+    finally:
+        master.stop()
+        worker.stop()
+    run = read_run(run_dir)
+    assert run["status"] == "running" and run["writer"]["pid"] == master.pid
+    state = run_state(run)
+    assert state.state == "crashed" and state.incomplete
+    assert f"its writer (pid {master.pid} on " in state.detail and "last update" in state.detail
+    assert f"{run['count']:,} samples" in state.holds and run["count"] > 0
+
+    report = _analysis("report", str(run_dir))
+    assert report.returncode == 0, report.stderr
+    assert "running — crashed: its writer" in report.stdout
+    md = (run_dir / "report.md").read_text()
+    assert "running — crashed: its writer" in md and f"{run['count']:,} samples" in md
+    compare = _analysis("compare", str(run_dir), str(run_dir))
+    assert compare.returncode == 0, compare.stderr
+    assert "note: A is running — crashed" in compare.stdout
+
+
+def _analysis(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [procs.PYTHON, "-m", "analysis", *args],
+        cwd=procs.ROOT,
+        env=procs.env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )

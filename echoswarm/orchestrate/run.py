@@ -10,8 +10,9 @@ command lines (:mod:`echoswarm.orchestrate.commands`). Flow:
 3. watch: a progress line from the master's ``live.json``; a dead server fails the run at once
    (exit 3); a worker that dies mid-run is replaced and the master rebalances the users onto
    the replacement (:mod:`echoswarm.orchestrate.workers`; the run ends "degraded", exit 4);
-   Ctrl-C/SIGTERM stop the run gracefully (results finalized; exit 130/143); a second Ctrl-C
-   kills;
+   Ctrl-C/SIGTERM stop the run gracefully (results finalized, ``interrupted``; exit 130/143);
+   a second Ctrl-C kills; if this process is killed, its children get SIGTERM (pdeath) and the
+   master finalizes the run as ``interrupted`` (cut short of its planned duration);
 4. afterwards: every child stopped (master first, so it collects the workers' last reports),
    the report written, the summary and SLO verdicts printed.
 
@@ -329,10 +330,13 @@ class LocalRun:
             "lost_workers": [r["child"] for r in (self.pool.lost if self.pool else [])],
             "workers": self.pool.as_json() if self.pool else None,
         }
-        if self.signal_received is not None:
+        if self.signal_received is not None and data.get("status") not in (None, "running"):
+            # Stopped by the user before its end: the master finalized what there was.
             orchestrator["interrupted_by"] = signal.Signals(self.signal_received).name
-            data["status"] = "partial"
+            data["status"] = "interrupted"
         elif code in (EXIT_RUN, EXIT_USAGE) or data.get("status") in (None, "running"):
+            if self.signal_received is not None:
+                orchestrator["interrupted_by"] = signal.Signals(self.signal_received).name
             # The master never wrote a final status (it failed, or never started): say so.
             data["status"] = "failed"
             data.setdefault("failure_reason", self.failure or _no_final_status(data))

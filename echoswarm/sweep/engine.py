@@ -132,7 +132,9 @@ class Outcome:
     exit_code: int
     wall_s: float
     finished: bool  # the completion test passed (False: time limit, error or interrupted)
-    run_status: str = ""  # run.json's: complete, partial (a worker's data lost), failed
+    # run.json's: complete, partial (a worker's data lost), interrupted (stopped early: by the
+    # cell watch once its load is done, or cut short), failed
+    run_status: str = ""
 
     @property
     def status(self) -> str:
@@ -144,7 +146,7 @@ class Outcome:
             return "interrupted"
         if self.finished:
             return "done"
-        if self.run_status not in ("complete", "partial"):
+        if self.run_status not in ("complete", "partial", "interrupted"):
             return "failed"  # the test never ran (e.g. the locustfile failed to import)
         return "partial" if self.run_status == "partial" else "capped"
 
