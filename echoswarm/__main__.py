@@ -3,6 +3,7 @@
     python -m echoswarm run locustfiles/audio_stream.py --workers 2 -u 60 -t 30s \\
         --slo "grpc:bidi msg:p99<20ms" --slo "*:*:error_rate<0.1%" -- --mode paced
     python -m echoswarm demo        # the S000 comparison: gRPC vs WebSocket vs TCP, ~1 minute
+    python -m echoswarm run locustfiles/audio_stream.py -u 30 -t 30s --wan rtt=20ms,jitter=2ms
 
 Exit codes: 0 ok · 1 an SLO violated · 2 usage error · 3 run error · 4 completed but degraded
 (a worker was lost and replaced; results partial) · 130/143 interrupted.
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from echoswarm import argtypes
-from echoswarm.orchestrate import config, preflight, slo
+from echoswarm.orchestrate import config, preflight, slo, wanpath
 from echoswarm.orchestrate.run import EXIT_USAGE, LocalRun, RunConfig
 from echoswarm.orchestrate.scenario import ScenarioError, read_servers
 
@@ -85,6 +86,12 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--web-port", type=BOUNDS["web_port"], default=None, help="web UI port (8089)")
     p.add_argument("--no-report", dest="report", action="store_false", default=None)
     p.add_argument("--config", type=Path, default=None, help="echoswarm.toml or conf file")
+    p.add_argument(
+        "--wan",
+        default=None,
+        metavar="SPEC",
+        help="reach the servers through the WAN emulator: rtt=20ms[,jitter=2ms][,rate=100mbit]",
+    )
     p.add_argument(
         "--master-timeout-s",
         type=BOUNDS["master_timeout_s"],
@@ -160,6 +167,7 @@ def make_config(ns: argparse.Namespace, extra: list[str], argv: list[str]) -> Ru
     except slo.SLOError as exc:
         raise UsageError(str(exc)) from None
     results = pick("results", ns.results)
+    wan_text = pick("wan", ns.wan)
     return RunConfig(
         locustfile=locustfile,
         workers=int(workers),
@@ -175,6 +183,7 @@ def make_config(ns: argparse.Namespace, extra: list[str], argv: list[str]) -> Ru
         report=pick("report", ns.report) is not False,
         argv=argv,
         master_timeout_s=pick("master_timeout_s", ns.master_timeout_s),
+        wan=wanpath.parse(str(wan_text)) if wan_text else None,
     )
 
 
@@ -202,7 +211,13 @@ def main(argv: list[str] | None = None) -> int:
         preflight.user_classes(cfg.locustfile, cfg.locust_args)
         run = LocalRun(cfg)
         preflight.make_results_dir(run.results)
-    except (UsageError, config.ConfigError, ScenarioError, preflight.PreflightError) as exc:
+    except (
+        UsageError,
+        config.ConfigError,
+        ScenarioError,
+        preflight.PreflightError,
+        wanpath.WanUsageError,
+    ) as exc:
         sys.stderr.write(f"{prog}: error: {exc}\n")
         return EXIT_USAGE
     code = run.execute()

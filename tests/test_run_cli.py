@@ -40,6 +40,9 @@ def scenario(tmp_path: Path) -> Path:
         (["run", "{f}", "-u", "many"], "'many' is not an integer"),
         (["frobnicate"], "invalid choice"),
         (["run", "{f}", "--config", "missing.toml"], "config file not found"),
+        (["run", "{f}", "--wan", "rtt=fast"], "--wan: bad rtt 'fast'"),
+        (["run", "{f}", "--wan", "jitter=2ms"], "'jitter=2ms': rtt is required"),
+        (["run", "{f}", "--wan", "rtt=20ms,loss=1%"], "unknown key 'loss'"),
     ],
 )
 def test_usage_errors_are_one_line_exit_2(scenario: Path, args: list[str], why: str) -> None:

@@ -43,6 +43,7 @@ KEYS: dict[str, type] = {
     "locust_args": list,
     "report": bool,
     "master_timeout_s": float,
+    "wan": str,
 }
 
 

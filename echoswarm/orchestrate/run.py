@@ -35,10 +35,11 @@ from typing import Any
 from echoswarm import hdr
 from echoswarm import results as results_mod
 from echoswarm.measure import epoch_ns
-from echoswarm.orchestrate import commands, progress, slo
+from echoswarm.orchestrate import commands, progress, slo, wanpath
 from echoswarm.orchestrate.scenario import ServerSpec, read_servers
 from echoswarm.orchestrate.supervise import Child, ChildError, Supervisor, free_port, wait_tcp
 from echoswarm.orchestrate.workers import WorkerPool
+from echoswarm.wan import WanSpec
 
 EXIT_OK, EXIT_SLO, EXIT_USAGE, EXIT_RUN, EXIT_DEGRADED = 0, 1, 2, 3, 4
 EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
@@ -63,6 +64,7 @@ class RunConfig:
     # e.g. {"tcp": ["--model", "epoll"]} for one cell of a sweep.
     server_overrides: dict[str, list[str]] = field(default_factory=dict)
     master_timeout_s: float | None = None  # workers quit this long after the master goes silent
+    wan: WanSpec | None = None  # the servers are reached through the WAN relay (--wan)
     max_worker_restarts: int | None = None  # None: two per worker
 
 
@@ -85,6 +87,7 @@ class LocalRun:
         )
         self.sup = Supervisor(self.results / "logs")
         self.pool: WorkerPool | None = None
+        self.wan: wanpath.WanPath | None = None
         self.stopping = False  # no worker is replaced once the run is being stopped
         self.failure = ""  # why the run failed (one line), for run.json
         self.signal_received: int | None = None
@@ -134,8 +137,9 @@ class LocalRun:
 
     # -- start -----------------------------------------------------------------------------
     def _start_servers(self, specs: list[ServerSpec]) -> list[str]:
-        """Start every declared server; returns the Locust args passing their addresses."""
-        args: list[str] = []
+        """Start every declared server (and the WAN relay in front of them with ``--wan``);
+        returns the Locust args passing the addresses the users are to reach."""
+        started: list[tuple[str, int, Child]] = []
         for spec in specs:
             child = self.sup.start(
                 f"server-{spec.label}",
@@ -148,10 +152,29 @@ class LocalRun:
             )
             host, port = self.sup.wait_listening(child)
             wait_tcp(host, port)
+            started.append((host, port, child))
+        addresses = [(host, port) for host, port, _child in started]
+        if self.cfg.wan is not None and specs:
+            self.wan, addresses = wanpath.start(
+                self.sup,
+                self.cfg.wan,
+                [
+                    (spec.label, host, port)
+                    for spec, (host, port, _c) in zip(specs, started, strict=True)
+                ],
+                self.results,
+            )
+            self._say(
+                f"wan      {self.cfg.wan.contract()}  (relay pid {self.wan.child.pid}, "
+                f"one link for {len(specs)} server(s))"
+            )
+        args: list[str] = []
+        for spec, (host, port), (_h, _p, child) in zip(specs, addresses, started, strict=True):
             if spec.kind == "grpc":
-                _grpc_health(host, port)
+                _grpc_health(host, port)  # through the relay too: the path works end to end
             value = commands.target_value(spec.kind, host, port)
-            self._say(f"server {spec.label:<8} {value}  (pid {child.pid})")
+            via = " via the WAN relay" if self.wan is not None else ""
+            self._say(f"server {spec.label:<8} {value}  (pid {child.pid}){via}")
             args += [spec.option, value]
         return args
 
@@ -341,6 +364,8 @@ class LocalRun:
             data["status"] = "failed"
             data.setdefault("failure_reason", self.failure or _no_final_status(data))
         data["orchestrator"] = orchestrator
+        if self.wan is not None:
+            data["wan"] = self.wan.as_json()
         tmp = path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(data, indent=2, default=str))
         tmp.replace(path)
