@@ -23,6 +23,7 @@ from locust.runners import STATE_RUNNING, STATE_SPAWNING, WORKER_REPORT_INTERVAL
 from echoswarm import hdr
 from echoswarm.measure import epoch_ns, now_ns
 from echoswarm.plugins import compat
+from echoswarm.plugins.clock import MasterClock, align_batch, align_report
 from echoswarm.plugins.recording import (
     DEFAULT_MAX_EVENTS_PER_S,
     REPORT_KEY,
@@ -68,7 +69,9 @@ class Writing:
         ev.test_stop.add_listener(self.on_test_stop)
         ev.quit.add_listener(self.on_quit)
         ev.quitting.add_listener(self.on_quitting)
+        self.clock: MasterClock | None = None
         if self.master:
+            self.clock = MasterClock(environment)
             ev.worker_report.add_listener(self.on_worker_report)
             ev.worker_connect.add_listener(self.on_worker_connect)
             compat.wrap_quit(self.runner, self._drain_before_quit)
@@ -82,7 +85,16 @@ class Writing:
         if report is None:
             return
         index = self.runner.get_worker_index(client_id)
+        shift = 0
+        if self.clock is not None and (report.get("hist") or report.get("events")):
+            # onto the master's clock: seconds now, the decoded event batch just after
+            shift = self.clock.shift_ns(client_id)
+            report = align_report(report, self.clock.shift_s(client_id))
+        first_new = len(self.agg.batches)
         self.agg.merge(client_id, index, report, self._now_s())
+        if shift:
+            for i in range(first_new, len(self.agg.batches)):
+                self.agg.batches[i] = align_batch(self.agg.batches[i], shift)
 
     def on_test_start(self, **_kw: Any) -> None:
         now = self._now_s()
@@ -339,6 +351,8 @@ class Writing:
                 else {"id": wid, "index": None, "reports": 0, "final_report": False}
             )
             entry["connected_utc"] = self._connected.get(wid)
+            if self.clock is not None:
+                entry.update(self.clock.worker_fields(wid))
             entry["missing_since_utc"] = self._missing_since.get(wid)
             entry["healed_utc"] = self._healed.get(wid)
             lost_reason = ""
@@ -369,6 +383,7 @@ class Writing:
             and min(rates) < float(option(self.env, "events_sample_rate", 1.0)),
             "problems": list(self.agg.problems),
             "gaps": self._gaps(workers),
+            "clock_warnings": [w["clock_warning"] for w in workers if w.get("clock_warning")],
         }
 
     def _gaps(self, workers: list[dict[str, Any]]) -> list[dict[str, Any]]:
