@@ -137,9 +137,16 @@ def test_a_killed_worker_is_replaced_and_the_load_recovers(
     # the last whole seconds ran at the full rate again
     from analysis import load
 
-    timeline = load(results).timeline
-    msg = timeline[timeline["name"] == "msg"].sort_values("time")
+    loaded = load(results)
+    msg = loaded.timeline[loaded.timeline["name"] == "msg"].sort_values("time")
     assert (msg["count"].iloc[-4:-1] >= 0.85 * users * per_user_s).all(), msg.tail()
+    # the report's "Faults and gaps": the gap, the process and its replacement, the reconnects
+    from analysis import faults
+
+    assert len(faults.gap_table(loaded)) == 1
+    lines = faults.fault_lines(loaded)
+    assert any("exited with code -9" in ln and "replaced by worker-" in ln for ln in lines)
+    assert any(ln.startswith("tcp connect: ") for ln in lines), lines  # the rebalance
     o.assert_no_leftovers()
 
 
@@ -197,6 +204,42 @@ def test_killed_orchestrator_leaves_an_interrupted_run(
     assert run["ended_by"] == "shutdown" and run["cut_short_s"] > 10
     assert run["count"] > 0 and "orchestrator" not in run  # it never got to annotate
     o.assert_no_leftovers_within(30)
+
+
+@pytest.mark.timeout(120)
+def test_wan_run_adds_the_round_trip_to_every_message(
+    tmp_path: Path, orchestrate: Orchestrate
+) -> None:
+    """Issue 13 item 1: --wan rtt=20ms puts one relay in front of every server: each
+    transport's message p50 is the round trip plus what loopback takes (under 1 ms here, a few
+    on a loaded machine); gRPC's and WebSocket's connect take ≥ 2 × rtt; raw TCP's connect
+    cannot be delayed by a user-space relay, and the report says so."""
+    results = tmp_path / "run"
+    rtt = 20.0
+    o = orchestrate(
+        _argv(results, AUDIO, *f"--workers 1 -u 3 -r 3 -t 5s --wan rtt={rtt:g}ms".split())
+    )
+    rc = o.wait(90)
+    assert rc == 0, o.output()
+    rows = _summary(results)
+    for key in (("grpc", "bidi msg"), ("ws", "msg"), ("tcp", "msg")):
+        p50 = float(rows[key]["p50_ms"])
+        assert rtt <= p50 <= rtt + 8.0, (key, p50)
+    for key in (("grpc", "connect"), ("ws", "connect")):
+        assert float(rows[key]["min_ms"]) >= 2 * rtt, (key, rows[key])
+    assert float(rows[("tcp", "connect")]["max_ms"]) < rtt  # the kernel's handshake
+    run = read_json(results / "run.json")
+    wan = run["wan"]
+    assert wan["spec"] == "rtt=20ms" and wan["rtt_ms"] == rtt and wan["rate_bps"] is None
+    assert [p["server"] for p in wan["pairs"]] == ["grpc", "ws", "tcp"]
+    assert all(p["listen"] != p["target"] for p in wan["pairs"])
+    assert wan["stats"]["connections"] >= 3 and wan["stats"]["bytes_up"] > 0
+    assert (results / wan["stats_file"]).is_file()
+    report = (results / "report.md").read_text()
+    assert "**Network path**: WAN emulated: rtt=20ms" in report
+    assert "WAN path rtt=20ms through one user-space relay" in report
+    assert "raw TCP's connect row does not include the emulated path" in report
+    o.assert_no_leftovers()
 
 
 @pytest.mark.timeout(120)
