@@ -214,7 +214,10 @@ class LocalRun:
         self.pool = WorkerPool(
             self.sup,
             commands.worker_argv(
-                str(cfg.locustfile), master_port=master_port, extra=[*targets, *timeout]
+                str(cfg.locustfile),
+                master_port=master_port,
+                # exit 0 when told to quit even after user errors: non-zero then means a crash
+                extra=[*targets, *timeout, "--exit-code-on-error", "0"],
             ),
             cfg.workers,
             max_restarts=cfg.max_worker_restarts,
