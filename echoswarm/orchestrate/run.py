@@ -360,9 +360,12 @@ class LocalRun:
             # Stopped by the user before its end: the master finalized what there was.
             orchestrator["interrupted_by"] = signal.Signals(self.signal_received).name
             data["status"] = "interrupted"
+        elif self.signal_received is not None:  # stopped before the master wrote results
+            name = signal.Signals(self.signal_received).name
+            orchestrator["interrupted_by"] = name
+            data["status"] = "interrupted"
+            data.setdefault("failure_reason", f"{name} before the master finalized its results")
         elif code in (EXIT_RUN, EXIT_USAGE) or data.get("status") in (None, "running"):
-            if self.signal_received is not None:
-                orchestrator["interrupted_by"] = signal.Signals(self.signal_received).name
             # The master never wrote a final status (it failed, or never started): say so.
             data["status"] = "failed"
             data.setdefault("failure_reason", self.failure or _no_final_status(data))
