@@ -302,16 +302,16 @@ def run_paced(args: argparse.Namespace) -> list[dict[str, Any]]:
     return out
 
 
-def tree_cpu_s() -> float:
-    """CPU seconds of this process and its children (our gRPC users' driver process)."""
+def tree_cpu_s() -> tuple[float, float]:
+    """CPU seconds of this process, and of its children (our gRPC users' driver process)."""
     me = psutil.Process()
-    total = sum(me.cpu_times()[:2])
+    children = 0.0
     for child in me.children(recursive=True):
         try:
-            total += sum(child.cpu_times()[:2])
+            children += sum(child.cpu_times()[:2])
         except psutil.Error:
             pass
-    return total
+    return sum(me.cpu_times()[:2]), children
 
 
 def run_overhead(args: argparse.Namespace) -> dict[str, Any]:
@@ -348,11 +348,15 @@ def run_overhead(args: argparse.Namespace) -> dict[str, Any]:
     gevent.sleep(args.settle_s)
     t0 = now_ns()
     bounds[:] = [t0, t0 + int(args.seconds * 1e9)]
-    c0 = tree_cpu_s()
+    (own0, kids0) = tree_cpu_s()
     gevent.sleep(args.seconds)
-    c1 = tree_cpu_s()
+    (own1, kids1) = tree_cpu_s()
     gevent.sleep(args.tail_s)  # replies of the window's last messages
-    return summary(lat, lags, failures[0], c1 - c0)
+    out = summary(lat, lags, failures[0], (own1 - own0) + (kids1 - kids0))
+    if lat:  # where the CPU went: the Locust process, and (gRPC) its driver process
+        out["cpu_us_per_msg_locust"] = (own1 - own0) * 1e6 / len(lat)
+        out["cpu_us_per_msg_driver"] = (kids1 - kids0) * 1e6 / len(lat)
+    return out
 
 
 def steps_arg(text: str) -> list[int]:
