@@ -180,11 +180,11 @@ class Recorder:
     ) -> dict[str, Any]:
         """Everything recorded since the last harvest, as a report; resets the interval.
 
-        ``wire=False`` (a local run, merged in the same process) leaves the events as Arrow
-        batches instead of a compressed IPC stream. ``pause`` (e.g. ``gevent.sleep(0)``) is
-        called between pieces of work so the load-generating greenlets are not held up for the
-        whole encoding; samples recorded meanwhile go to the next report, because the interval's
-        state is swapped out first.
+        ``wire=False`` (a local run, merged in the same process) leaves the histograms as
+        objects and the events as Arrow batches instead of encoding them. ``pause`` (e.g.
+        ``gevent.sleep(0)``) is called between pieces of work so the load-generating greenlets
+        are not held up for the whole encoding; samples recorded meanwhile go to the next
+        report, because the interval's state is swapped out first.
         """
         taken, self._rows = self._rows, {}
         batch_rate, kept, offered = self._rate, self._kept, self._offered
@@ -201,7 +201,7 @@ class Recorder:
             rows.append([rt, name, row.count, row.failures, row.ok_sum_ns, row.nbytes])
             for sec, hs in row.seconds.items():
                 for kind, h in _fold(hs).items():
-                    hists.append([rt, name, kind, sec, hdr.encode(h)])
+                    hists.append([rt, name, kind, sec, hdr.encode(h) if wire else h])
             if pause is not None:
                 pause()
             if row.events:
