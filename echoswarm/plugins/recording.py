@@ -10,6 +10,7 @@ hands it to its :mod:`~echoswarm.plugins.writing` side directly.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import gevent
@@ -41,6 +42,7 @@ class Recording:
         self.env = environment
         self.runner: Any = environment.runner
         self.recorder = self._new_recorder()
+        self.before_harvest: list[Callable[[], None]] = []  # e.g. hand over batched samples
         warm_up()
         self._preparer = gevent.spawn(self._prepare_loop)
         ev = environment.events
@@ -85,8 +87,13 @@ class Recording:
                     break
                 gevent.sleep(0)
 
+    def record(self, sample: Sample) -> None:
+        self.recorder.record(sample)
+
     def harvest(self, final: bool = False, wire: bool = True) -> dict[str, Any]:
         """The report of everything recorded since the last one (see ``Recorder.harvest``)."""
+        for hook in self.before_harvest:
+            hook()
         return self.recorder.harvest(final=final, wire=wire, pause=_yield)
 
     # -- worker ------------------------------------------------------------------------------
