@@ -39,12 +39,14 @@ from typing import Any
 
 import gevent
 import locust  # noqa: I001  (gevent monkey-patching before anything else)
+import numpy as np
 import psutil
 from gevent.event import Event
 from locust.argument_parser import get_parser
 from locust.env import Environment
 
-from bench.stats import summary
+from bench.stats import nearest_rank, summary
+from echoswarm import hdr
 from echoswarm.measure import now_ns
 from echoswarm.users import options
 from echoswarm.users.sink import on_samples
@@ -231,9 +233,8 @@ def _start_profile(path: str | None) -> Any:
 
 
 def percentile(sorted_values: list[Any], q: float) -> Any:
-    if not sorted_values:
-        return 0
-    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
+    """Nearest rank (0 for no values)."""
+    return nearest_rank(sorted_values, q * 100) if sorted_values else 0
 
 
 def tune_gc(env: Environment) -> None:
@@ -318,6 +319,9 @@ def run_paced(args: argparse.Namespace) -> list[dict[str, Any]]:
         step["cpu_util"] = ((u1 - u0) + (s1 - s0)) / (w1 - w0)
         step["runqueue_wait_ms_per_s"] = (q1 - q0) * 1e3 / (w1 - w0)
         step["cpu_us_per_msg"] = ((u1 - u0) + (s1 - s0)) * 1e6 / max(1, len(every))
+        if args.emit_hist:  # for a parent merging several load processes
+            step["lag_hdr"] = hdr.encode(hdr.from_ns(np.array(every, dtype=np.int64)))
+            step["lat_hdr"] = hdr.encode(hdr.from_ns(np.array(every_lat, dtype=np.int64)))
         if len(args.transport) > 1:
             step["by_transport"] = {t: lag_stats(lags[t], latencies[t]) for t in args.transport}
         out.append(step)
@@ -424,6 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
     pa.add_argument("--spawn-rate", type=float, default=500.0)
     pa.add_argument("--interval-ms", type=float, default=100.0)
     pa.add_argument("--gc-tune", action="store_true", help="gc.freeze() after spawning, rare gen-2")
+    pa.add_argument("--emit-hist", action="store_true", help="add encoded lag/latency HDRs")
     pp.add_argument("--transport", choices=list(TARGET_OPTION), required=True)
     pp.add_argument("--target", required=True)
     pa.add_argument("--transport", type=transports_arg, required=True, help="e.g. tcp,ws,grpc")
