@@ -189,6 +189,7 @@ def run(args: argparse.Namespace) -> int:
             "of 3200 B every 100 ms, one load process, same server =="
         )
         say(overhead.table(op, found))
+        say(f"(saved to {overhead.save(op, found)})")
     if what in ("all", "artillery"):
         ap = artillery.ArtilleryPlan()
         if args.quick:
