@@ -7,7 +7,8 @@ capacity, fidelity.
   asyncio TCP, the ``websockets`` client), same server, streams and cadence, alternating:
   p50/p99, the difference, CPU per message (``bench.overhead``; ``--streams 240 --seconds 15``);
 * ``artillery`` — our WebSocket user beside Artillery 2.0.34's ws engine at 80 connections,
-  CPU per message (``bench.artillery``; installs Artillery with npm into ``build/``);
+  CPU per message (``bench.artillery``; installs Artillery with npm into ``build/``; not part
+  of ``all``);
 * ``cost`` — CPU time of the load-generating process per echoed message (ping-pong, 3200 B,
   1 and 100 connections) for our TCP, WebSocket and gRPC-bidi users, beside a C client compiled
   here with gcc and the naive Locust patterns, against the same servers in the same run
@@ -190,7 +191,7 @@ def run(args: argparse.Namespace) -> int:
         )
         say(overhead.table(op, found))
         say(f"(saved to {overhead.save(op, found)})")
-    if what in ("all", "artillery"):
+    if what == "artillery":  # (not in "all": it installs Artillery with npm, ~460 MB)
         ap = artillery.ArtilleryPlan()
         if args.quick:
             ap.short_loop, ap.long_loop, ap.our_messages = 20, 100, 4000
