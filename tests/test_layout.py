@@ -82,13 +82,6 @@ def test_no_hand_written_module_is_over_600_lines(folder: str) -> None:
     assert long == {}
 
 
-def test_the_sweep_knows_every_tcp_server_model() -> None:
-    from echoswarm.sweep.tcp import MODELS as SWEPT
-    from servers.tcp import MODELS
-
-    assert tuple(SWEPT) == tuple(MODELS)
-
-
 def test_no_merge_conflict_markers_are_left_in_the_tree() -> None:
     tracked = subprocess.run(
         ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True

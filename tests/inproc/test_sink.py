@@ -28,7 +28,7 @@ def feed() -> list[Sample]:
 
 def environment(mode: str) -> Environment:
     parsed = argparse.Namespace(request_events=mode)
-    env = Environment(events=None, parsed_options=parsed)  # type: ignore[arg-type]
+    env = Environment(events=None, parsed_options=parsed)
     env.create_local_runner()  # Locust's own stats listen to request events from here on
     return env
 
