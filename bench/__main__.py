@@ -6,6 +6,9 @@ capacity, fidelity.
 * ``overhead`` — our users beside a lean reference client per transport (plain ``grpc.aio``,
   asyncio TCP, the ``websockets`` client), same server, streams and cadence, alternating:
   p50/p99, the difference, CPU per message (``bench.overhead``; ``--streams 240 --seconds 15``);
+* ``artillery`` — our WebSocket user beside Artillery 2.0.34's ws engine at 80 connections,
+  CPU per message (``bench.artillery``; installs Artillery with npm into ``build/``; not part
+  of ``all``);
 * ``cost`` — CPU time of the load-generating process per echoed message (ping-pong, 3200 B,
   1 and 100 connections) for our TCP, WebSocket and gRPC-bidi users, beside a C client compiled
   here with gcc and the naive Locust patterns, against the same servers in the same run
@@ -32,11 +35,11 @@ import time
 from collections.abc import Sequence
 from typing import NoReturn
 
-from bench import cost, fidelity, overhead, paced_capacity, profile, wan
+from bench import artillery, cost, fidelity, overhead, paced_capacity, profile, wan
 from bench.harness import BenchError, build_c_client, last_cpu, servers
 from echoswarm.argtypes import positive_float, positive_int
 
-WHATS = ("all", "overhead", "cost", "paced", "fidelity", "profile", "wan")
+WHATS = ("all", "overhead", "cost", "artillery", "paced", "fidelity", "profile", "wan")
 
 
 class Parser(argparse.ArgumentParser):
@@ -88,6 +91,12 @@ def build_parser() -> Parser:
     p.add_argument("--paced-steps", type=int_list, default=None, help="stream counts to ramp")
     p.add_argument("--paced-seconds", type=positive_float, default=None)
     p.add_argument(
+        "--paced-processes",
+        type=positive_int,
+        default=1,
+        help="paced: load processes sharing each step's streams (5000 streams: 2)",
+    )
+    p.add_argument(
         "--gc-tune",
         action="store_true",
         help="paced: gc.freeze() after spawning and rare full collections (the GC experiment)",
@@ -130,6 +139,7 @@ def plans(
     if args.paced_seconds:
         pp.seconds = args.paced_seconds
     pp.gc_tune = args.gc_tune
+    pp.processes = args.paced_processes
     if args.fidelity_seconds:
         fid_s = args.fidelity_seconds
     return cp, pp, fid_s
@@ -180,6 +190,16 @@ def run(args: argparse.Namespace) -> int:
             "of 3200 B every 100 ms, one load process, same server =="
         )
         say(overhead.table(op, found))
+        say(f"(saved to {overhead.save(op, found)})")
+    if what == "artillery":  # (not in "all": it installs Artillery with npm, ~460 MB)
+        ap = artillery.ArtilleryPlan()
+        if args.quick:
+            ap.short_loop, ap.long_loop, ap.our_messages = 20, 100, 4000
+        with servers(["ws"]) as targets:
+            note("artillery: ours vs Artillery's ws engine, 80 connections")
+            found_art = artillery.measure(ap, targets["ws"])
+        say("\n== CPU per WebSocket message vs Artillery ==")
+        say(artillery.table(found_art))
     cost_results: dict[cost.Key, list[dict]] = {}
     if what in ("all", "cost", "fidelity"):
         binary, why = build_c_client()

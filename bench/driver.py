@@ -39,14 +39,17 @@ from typing import Any
 
 import gevent
 import locust  # noqa: I001  (gevent monkey-patching before anything else)
+import numpy as np
 import psutil
 from gevent.event import Event
 from locust.argument_parser import get_parser
 from locust.env import Environment
 
-from bench.stats import summary
+from bench.stats import nearest_rank, summary
+from echoswarm import hdr
 from echoswarm.measure import now_ns
 from echoswarm.users import options
+from echoswarm.users.sink import on_samples
 
 TARGET_OPTION = {"tcp": "--tcp-target", "ws": "--ws-url", "grpc": "--grpc-target"}
 
@@ -107,8 +110,17 @@ def make_runner(env: Environment, plugins: bool = True) -> Any:
 
 
 def cpu_s() -> tuple[float, float]:
-    ru = resource.getrusage(resource.RUSAGE_SELF)
-    return ru.ru_utime, ru.ru_stime
+    """(user, system) CPU seconds of this process and its children — our gRPC users' driver
+    process runs the RPCs, so it is part of the load generator's cost."""
+    ru = resource.getrusage(resource.RUSAGE_SELF)  # (µs resolution; children: clock ticks)
+    user, system = ru.ru_utime, ru.ru_stime
+    for child in psutil.Process().children(recursive=True):
+        try:
+            u, s = child.cpu_times()[:2]
+        except psutil.Error:
+            continue
+        user, system = user + u, system + s
+    return user, system
 
 
 def runqueue_wait_s() -> float:
@@ -140,7 +152,8 @@ class PingPongMeter:
         self.start: tuple[int, float, tuple[float, float]] | None = None
         self.end: tuple[int, float, tuple[float, float]] | None = None
         self.done = Event()
-        env.events.request.add_listener(self.on_request)
+        env.events.request.add_listener(self.on_request)  # the naive users fire these
+        on_samples.add_listener(self.on_samples)  # ours hand samples over in batches
         env.events.spawning_complete.add_listener(self.on_spawned)
 
     def on_spawned(self, **_kw: Any) -> None:
@@ -149,13 +162,24 @@ class PingPongMeter:
     def on_request(
         self, name: str, response_time: float = 0.0, exception: Any = None, **_kw: Any
     ) -> None:
-        if not self.spawned or not name.endswith("msg") or self.end is not None:
+        if name.endswith("msg"):
+            self._count([(response_time, exception is not None)])
+
+    def on_samples(self, samples: list[Any], **_kw: Any) -> None:
+        # A batch counts as a whole: the CPU snapshot is taken when all of it has been handled.
+        msgs = [
+            (s.latency_ns / 1e6, s.error is not None) for s in samples if s.name.endswith("msg")
+        ]
+        if msgs:
+            self._count(msgs)
+
+    def _count(self, msgs: list[tuple[float, bool]]) -> None:
+        if not self.spawned or self.end is not None:
             return
-        self.count += 1
+        self.count += len(msgs)
         if self.start is not None:
-            self.latencies_ms.append(response_time)
-            if exception is not None:
-                self.failures += 1
+            self.latencies_ms += [ms for ms, _ in msgs]
+            self.failures += sum(1 for _, failed in msgs if failed)
         if self.start is None and self.count >= self.warmup:
             self.start = (self.count, time.perf_counter(), cpu_s())
         elif self.start is not None and self.count - self.start[0] >= self.messages:
@@ -209,9 +233,8 @@ def _start_profile(path: str | None) -> Any:
 
 
 def percentile(sorted_values: list[Any], q: float) -> Any:
-    if not sorted_values:
-        return 0
-    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
+    """Nearest rank (0 for no values)."""
+    return nearest_rank(sorted_values, q * 100) if sorted_values else 0
 
 
 def tune_gc(env: Environment) -> None:
@@ -254,19 +277,20 @@ def run_paced(args: argparse.Namespace) -> list[dict[str, Any]]:
     errors = [0]
     window = [False]
 
-    def on_request(
-        request_type: str, name: str, exception: Any = None, sample: Any = None, **_kw: Any
-    ) -> None:
-        if not window[0] or not name.endswith("msg"):
+    def on_batch(samples: list[Any], **_kw: Any) -> None:
+        if not window[0]:
             return
-        if exception is not None or sample is None or request_type not in lags:
-            errors[0] += 1
-            return
-        lags[request_type].append(sample.lag_ns)
-        latencies[request_type].append(sample.latency_ns)
+        for sample in samples:
+            if not sample.name.endswith("msg"):
+                continue
+            if sample.error is not None or sample.request_type not in lags:
+                errors[0] += 1
+                continue
+            lags[sample.request_type].append(sample.lag_ns)
+            latencies[sample.request_type].append(sample.latency_ns)
 
     spawned = Event()
-    env.events.request.add_listener(on_request)
+    on_samples.add_listener(on_batch)
     env.events.spawning_complete.add_listener(lambda **_kw: spawned.set())
     if args.gc_tune:
         tune_gc(env)
@@ -295,6 +319,9 @@ def run_paced(args: argparse.Namespace) -> list[dict[str, Any]]:
         step["cpu_util"] = ((u1 - u0) + (s1 - s0)) / (w1 - w0)
         step["runqueue_wait_ms_per_s"] = (q1 - q0) * 1e3 / (w1 - w0)
         step["cpu_us_per_msg"] = ((u1 - u0) + (s1 - s0)) * 1e6 / max(1, len(every))
+        if args.emit_hist:  # for a parent merging several load processes
+            step["lag_hdr"] = hdr.encode(hdr.from_ns(np.array(every, dtype=np.int64)))
+            step["lat_hdr"] = hdr.encode(hdr.from_ns(np.array(every_lat, dtype=np.int64)))
         if len(args.transport) > 1:
             step["by_transport"] = {t: lag_stats(lags[t], latencies[t]) for t in args.transport}
         out.append(step)
@@ -302,16 +329,16 @@ def run_paced(args: argparse.Namespace) -> list[dict[str, Any]]:
     return out
 
 
-def tree_cpu_s() -> float:
-    """CPU seconds of this process and its children (our gRPC users' driver process)."""
-    me = psutil.Process()
-    total = sum(me.cpu_times()[:2])
-    for child in me.children(recursive=True):
+def tree_cpu_s() -> tuple[float, float]:
+    """CPU seconds of this process, and of its children (our gRPC users' driver process)."""
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    children = 0.0
+    for child in psutil.Process().children(recursive=True):
         try:
-            total += sum(child.cpu_times()[:2])
+            children += sum(child.cpu_times()[:2])
         except psutil.Error:
             pass
-    return total
+    return ru.ru_utime + ru.ru_stime, children
 
 
 def run_overhead(args: argparse.Namespace) -> dict[str, Any]:
@@ -328,18 +355,17 @@ def run_overhead(args: argparse.Namespace) -> dict[str, Any]:
     failures = [0]
     bounds = [1 << 62, 1 << 62]
 
-    def on_request(name: str, sample: Any = None, **_kw: Any) -> None:
-        if sample is None or not name.endswith("msg"):
-            return
-        if bounds[0] <= sample.intended_ns < bounds[1]:
-            if sample.error is None:
-                lat.append(sample.latency_ns)
-                lags.append(sample.lag_ns)
-            else:
-                failures[0] += 1
+    def on_batch(samples: list[Any], **_kw: Any) -> None:
+        for sample in samples:
+            if sample.name.endswith("msg") and bounds[0] <= sample.intended_ns < bounds[1]:
+                if sample.error is None:
+                    lat.append(sample.latency_ns)
+                    lags.append(sample.lag_ns)
+                else:
+                    failures[0] += 1
 
     spawned = Event()
-    env.events.request.add_listener(on_request)
+    on_samples.add_listener(on_batch)
     env.events.spawning_complete.add_listener(lambda **_kw: spawned.set())
     runner = make_runner(env, not args.no_plugins)
     runner.start(args.streams, spawn_rate=args.spawn_rate)
@@ -348,11 +374,15 @@ def run_overhead(args: argparse.Namespace) -> dict[str, Any]:
     gevent.sleep(args.settle_s)
     t0 = now_ns()
     bounds[:] = [t0, t0 + int(args.seconds * 1e9)]
-    c0 = tree_cpu_s()
+    (own0, kids0) = tree_cpu_s()
     gevent.sleep(args.seconds)
-    c1 = tree_cpu_s()
+    (own1, kids1) = tree_cpu_s()
     gevent.sleep(args.tail_s)  # replies of the window's last messages
-    return summary(lat, lags, failures[0], c1 - c0)
+    out = summary(lat, lags, failures[0], (own1 - own0) + (kids1 - kids0))
+    if lat:  # where the CPU went: the Locust process, and (gRPC) its driver process
+        out["cpu_us_per_msg_locust"] = (own1 - own0) * 1e6 / len(lat)
+        out["cpu_us_per_msg_driver"] = (kids1 - kids0) * 1e6 / len(lat)
+    return out
 
 
 def steps_arg(text: str) -> list[int]:
@@ -398,6 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
     pa.add_argument("--spawn-rate", type=float, default=500.0)
     pa.add_argument("--interval-ms", type=float, default=100.0)
     pa.add_argument("--gc-tune", action="store_true", help="gc.freeze() after spawning, rare gen-2")
+    pa.add_argument("--emit-hist", action="store_true", help="add encoded lag/latency HDRs")
     pp.add_argument("--transport", choices=list(TARGET_OPTION), required=True)
     pp.add_argument("--target", required=True)
     pa.add_argument("--transport", type=transports_arg, required=True, help="e.g. tcp,ws,grpc")

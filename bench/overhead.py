@@ -16,10 +16,13 @@ message (the Locust process plus its gRPC driver process) ≤ the reference's.
 
 from __future__ import annotations
 
+import json
 import statistics
 import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from bench.harness import driver_argv, run_json
@@ -132,6 +135,37 @@ def table(plan: OverheadPlan, results: dict[str, dict[str, list[dict[str, Any]]]
         f"median of {plan.rounds} alternating rounds:"
     )
     return "\n".join(lines + summary)
+
+
+SAVED = Path(__file__).resolve().parent.parent / "build" / "bench-results" / "overhead.json"
+
+
+def save(plan: OverheadPlan, results: dict[str, dict[str, list[dict[str, Any]]]]) -> Path:
+    """The figures as JSON (``build/bench-results/overhead.json``): ``python -m echoswarm demo``
+    puts them in its run.json, so the report states the instrument's own overhead."""
+    per_transport: dict[str, Any] = {}
+    data: dict[str, Any] = {
+        "measured_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "command": "python -m bench " + " ".join(sys.argv[1:]),
+        "streams": plan.streams,
+        "seconds": plan.seconds,
+        "rounds": plan.rounds,
+        "transports": per_transport,
+    }
+    for transport, runs in results.items():
+        v = verdicts(runs, transport)
+        per_transport[transport] = {
+            "p50_ms": v["ours_p50_ms"] - v["ref_p50_ms"],
+            "p99_ms": v["ours_p99_ms"] - v["ref_p99_ms"],
+            "ours_p50_ms": v["ours_p50_ms"],
+            "ours_p99_ms": v["ours_p99_ms"],
+            "reference_p50_ms": v["ref_p50_ms"],
+            "reference_p99_ms": v["ref_p99_ms"],
+            "source": data["command"],
+        }
+    SAVED.parent.mkdir(parents=True, exist_ok=True)
+    SAVED.write_text(json.dumps(data, indent=2))
+    return SAVED
 
 
 def _ok(flag: bool) -> str:

@@ -81,7 +81,11 @@ def from_ns(values_ns: np.ndarray) -> HdrHistogram:
     The counts index is the library's formula (see :func:`record_us`), vectorized; the result
     is identical to recording each value (tested), at a fraction of the cost.
     """
-    h = new_histogram()
+    return add_ns(new_histogram(), values_ns)
+
+
+def add_ns(h: HdrHistogram, values_ns: np.ndarray) -> HdrHistogram:
+    """Record nanosecond values into ``h`` (as :func:`from_ns` does); returns ``h``."""
     if values_ns.size == 0:
         return h
     us = np.clip(values_ns // 1000, HDR_LOWEST_US, HDR_HIGHEST_US)
@@ -89,9 +93,12 @@ def from_ns(values_ns: np.ndarray) -> HdrHistogram:
     bucket = bit_length - _UNIT - _HALF_MAG - 1
     index = ((bucket + 1) << _HALF_MAG) + (us >> (bucket + _UNIT)) - _HALF
     counts(h)[:] += np.bincount(index, minlength=h.counts_len).astype(np.uint64)
-    h.total_count = int(us.size)
-    h.min_value = int(us.min())
-    h.max_value = int(us.max())
+    low, high = int(us.min()), int(us.max())
+    if h.total_count == 0:
+        h.min_value, h.max_value = low, high
+    else:
+        h.min_value, h.max_value = min(h.min_value, low), max(h.max_value, high)
+    h.total_count += int(us.size)
     return h
 
 

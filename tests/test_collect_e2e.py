@@ -210,7 +210,7 @@ def _long_run(
     )
     parts = run_dir / "events.parts"
     deadline = epoch_ns() + 40_000_000_000
-    while len(list(parts.glob("part-*.parquet"))) < parts_wanted:
+    while len(list(parts.glob("part-*.arrow"))) < parts_wanted:
         if master.popen.poll() is not None or epoch_ns() > deadline:
             master.stop()
             worker.stop()

@@ -4,6 +4,8 @@ whom, what stays free of gevent, and module size."""
 from __future__ import annotations
 
 import ast
+import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -80,8 +82,15 @@ def test_no_hand_written_module_is_over_600_lines(folder: str) -> None:
     assert long == {}
 
 
-def test_the_sweep_knows_every_tcp_server_model() -> None:
-    from echoswarm.sweep.tcp import MODELS as SWEPT
-    from servers.tcp import MODELS
-
-    assert tuple(SWEPT) == tuple(MODELS)
+def test_no_merge_conflict_markers_are_left_in_the_tree() -> None:
+    tracked = subprocess.run(
+        ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    marker = re.compile(r"^(<{7} |>{7} |={7}$)", re.M)
+    bad = [
+        name
+        for name in tracked
+        if name.endswith((".py", ".md", ".txt", ".toml", ".sh", ".yml", ".yaml", ".service"))
+        and marker.search((ROOT / name).read_text(errors="replace"))
+    ]
+    assert bad == []

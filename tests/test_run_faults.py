@@ -14,6 +14,7 @@ import pytest
 
 from echoswarm.orchestrate import commands
 from echoswarm.results import read_events, read_intervals, read_run, run_state
+from echoswarm.results.events import part_files
 from tests import procs
 
 SYNTHETIC = "tests/locustfiles/synthetic.py"
@@ -88,8 +89,7 @@ def test_a_directory_left_by_a_killed_master_reads_as_crashed(tmp_path: Path) ->
     master = _master(run_dir, port, tmp_path)
     worker = _worker(port, tmp_path, "worker", "--master-timeout-s", "3")
     try:
-        parts = run_dir / "events.parts"
-        _wait_until(lambda: len(list(parts.glob("part-*.parquet"))) >= 2, "two report intervals")
+        _wait_until(lambda: len(part_files(run_dir)) >= 2, "two report intervals")
         alive = run_state(read_run(run_dir))
         assert alive.state == "running" and f"pid {master.pid}" in alive.detail
         master.popen.kill()

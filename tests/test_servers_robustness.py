@@ -25,6 +25,7 @@ import psutil
 import pytest
 import websocket
 
+from echoswarm.orchestrate.commands import TCP_MODELS as MODELS
 from echoswarm.wire import pattern
 from protos import echo_pb2, echo_pb2_grpc
 from tests import procs
@@ -430,18 +431,7 @@ def test_ws_huge_and_invalid_length_headers_log_no_traceback(start_server, closi
     assert_quiet_log(p)
 
 
-TCP_MODELS = [
-    "asyncio",
-    "uvloop",
-    "simple",
-    "select",
-    "epoll",
-    "fork",
-    "thread",
-    "prefork",
-    "prethread",
-    "select_prethread",
-]
+TCP_MODELS = list(MODELS)
 
 
 @pytest.mark.parametrize("model", TCP_MODELS)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from echoswarm.results import read_run, read_summary
 from tests import procs
 from tests.fakes.runs import local_run, locust_headless
 
@@ -94,3 +96,24 @@ def test_processes_2_headless_runs_and_stops_cleanly(
         assert int(rows[("grpc", name)]["count"]) > 0, name
     assert all(int(v["failures"]) == 0 for v in rows.values()), rows
     assert int(rows[("grpc", "connect")]["count"]) == 4
+
+
+@pytest.mark.timeout(120)
+def test_every_rpc_kind_through_a_master_and_two_workers(tmp_path: Path) -> None:
+    """`python -m echoswarm run`: a Locust master, two workers (each with its own gRPC driver
+    process) and the server it starts; every kind's rows reach the merged results."""
+    results = tmp_path / "run"
+    done = subprocess.run(
+        [procs.PYTHON, "-m", "echoswarm", "run", PATTERNS, "--workers", "2", "-u", "8",
+         "-r", "8", "-t", "5s", "--results", str(results), "--no-report",
+         "--", "--stream-messages", "5"],
+        cwd=procs.ROOT, env=procs.env(), capture_output=True, text=True, timeout=110,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    rows = {(r["request_type"], r["name"]): r for r in read_summary(results)}
+    for name in ("connect", "unary", "server_stream first", "server_stream msg", "client_stream",
+                 "bidi msg"):  # fmt: skip
+        assert rows[("grpc", name)]["count"] > 0, name
+        assert rows[("grpc", name)]["failures"] == 0, (name, rows[("grpc", name)])
+    workers = read_run(results)["workers"]
+    assert len(workers) == 2 and all(w["samples"] > 0 for w in workers)

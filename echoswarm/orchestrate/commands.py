@@ -13,6 +13,20 @@ from collections.abc import Sequence
 DEFAULT_MASTER_PORT = 5557
 DEFAULT_WEB_PORT = 8089
 SERVER_KINDS = ("grpc", "ws", "tcp", "jobs")
+TCP_MODELS = (
+    "asyncio",
+    "simple",
+    "select",
+    "epoll",
+    "fork",
+    "thread",
+    "prefork",
+    "prethread",
+    "select_prethread",
+    "uvloop",
+)
+"""``python -m servers tcp --model`` choices (DESIGN.md's nine, plus uvloop): servers and sweeps
+take them from here."""
 DEFAULT_SERVER_PORTS = {"grpc": 50051, "ws": 8765, "tcp": 7777, "jobs": 8000}
 
 

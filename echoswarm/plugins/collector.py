@@ -17,6 +17,7 @@ The workers never touch the results directory. Nothing here prints; problems go 
 from __future__ import annotations
 
 import weakref
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +26,13 @@ from locust.env import Environment
 from locust.runners import MasterRunner, WorkerRunner
 
 from echoswarm import argtypes
+from echoswarm.measure import Sample
 from echoswarm.plugins import clock  # noqa: F401  (its options and worker hooks register)
 from echoswarm.plugins.recording import DEFAULT_MAX_EVENTS_PER_S, Recording
 from echoswarm.plugins.writing import Writing
 
 _writers: weakref.WeakKeyDictionary[Environment, Writing] = weakref.WeakKeyDictionary()
+_recordings: weakref.WeakKeyDictionary[Environment, Recording] = weakref.WeakKeyDictionary()
 
 
 @events.init_command_line_parser.add_listener
@@ -68,11 +71,25 @@ def _on_init(environment: Environment, **_kw: Any) -> None:
     if runner is None:
         return
     if isinstance(runner, WorkerRunner):
-        Recording(environment, worker=True)
+        _recordings[environment] = Recording(environment, worker=True)
     elif isinstance(runner, MasterRunner):
         _writers[environment] = Writing(environment, None)
     else:
-        _writers[environment] = Writing(environment, Recording(environment, worker=False))
+        local = _recordings[environment] = Recording(environment, worker=False)
+        _writers[environment] = Writing(environment, local)
+
+
+def recorder_of(environment: Environment) -> Callable[[Sample], None] | None:
+    """Where this process records a sample directly (None where no users run: the master)."""
+    r = _recordings.get(environment)
+    return None if r is None else r.record
+
+
+def before_report(environment: Environment, hook: Callable[[], None]) -> None:
+    """Call ``hook`` before every report is made (batched samples are handed over then)."""
+    r = _recordings.get(environment)
+    if r is not None:
+        r.before_harvest.append(hook)
 
 
 def snapshot(environment: Environment) -> dict[str, Any]:

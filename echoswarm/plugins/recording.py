@@ -10,19 +10,22 @@ hands it to its :mod:`~echoswarm.plugins.writing` side directly.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import gevent
 from locust.env import Environment
 from locust.runners import STATE_STOPPED, WORKER_REPORT_INTERVAL
 
-from echoswarm.measure import Sample
+from echoswarm.measure import Sample, epoch_ns
 from echoswarm.plugins import compat
 from echoswarm.results.events import warm_up
 from echoswarm.results.recorder import Recorder, foreign_sample
 
 log = logging.getLogger("echoswarm.plugins")
 REPORT_KEY = "echoswarm"
+PREPARE_EVERY_S = 0.1
+MAX_SLICES = 40  # per wake-up: up to 20,000 events or 40 closed seconds, each its own slice
 DEFAULT_MAX_EVENTS_PER_S = 20_000
 
 
@@ -39,7 +42,9 @@ class Recording:
         self.env = environment
         self.runner: Any = environment.runner
         self.recorder = self._new_recorder()
+        self.before_harvest: list[Callable[[], None]] = []  # e.g. hand over batched samples
         warm_up()
+        self._preparer = gevent.spawn(self._prepare_loop)
         ev = environment.events
         ev.request.add_listener(self.on_request)
         if worker:
@@ -71,8 +76,24 @@ class Recording:
             )
         self.recorder.record(sample)
 
+    def _prepare_loop(self) -> None:
+        """Make the next report a slice at a time while the test runs (see
+        ``Recorder.prepare``), yielding to the users between slices."""
+        while True:
+            gevent.sleep(PREPARE_EVERY_S)
+            now_s = epoch_ns() // 1_000_000_000
+            for _ in range(MAX_SLICES):
+                if not self.recorder.prepare(now_s):
+                    break
+                gevent.sleep(0)
+
+    def record(self, sample: Sample) -> None:
+        self.recorder.record(sample)
+
     def harvest(self, final: bool = False, wire: bool = True) -> dict[str, Any]:
         """The report of everything recorded since the last one (see ``Recorder.harvest``)."""
+        for hook in self.before_harvest:
+            hook()
         return self.recorder.harvest(final=final, wire=wire, pause=_yield)
 
     # -- worker ------------------------------------------------------------------------------

@@ -145,11 +145,18 @@ class Writing:
         if self.writer is None or self.writer.finalized:
             return
         if self.local is not None:
-            self.agg.merge("local", 0, self.local.harvest(wire=False), self._now_s())
+            report = self.local.harvest(wire=False)
+            gevent.sleep(0)  # a slice at a time: the users' sends are due meanwhile
+            self.agg.merge("local", 0, report, self._now_s())
+            gevent.sleep(0)
         self._note_missing()
         now = self._now_s()
         self._update_recent(now)
-        self.writer.update(self.agg, now, self._duration(now), self.snapshot(), self._run_fields())
+        live = self.snapshot()
+        gevent.sleep(0)
+        self.writer.update(
+            self.agg, now, self._duration(now), live, self._run_fields(), pause=_yield
+        )
 
     def finalize(self) -> None:
         if self.writer is not None and self.writer.finalized:
@@ -406,3 +413,7 @@ class Writing:
         counts = self.writer.second_counts if self.writer is not None else {}
         end = self.stop_s if self.stop_s is not None else self._now_s()
         return gap_records(views, counts, end, WORKER_REPORT_INTERVAL)
+
+
+def _yield() -> None:
+    gevent.sleep(0)

@@ -109,7 +109,13 @@ class Aggregate:
         self.batches: list[pa.RecordBatch] = []
         self.problems: list[str] = []
 
-    def merge(self, worker_id: str, index: int, report: dict[str, Any], now_s: float) -> None:
+    def merge(
+        self,
+        worker_id: str,
+        index: int,
+        report: dict[str, Any],
+        now_s: float,
+    ) -> None:
         """Add one report. A malformed report is counted against its worker, never raised."""
         info = self.workers.get(worker_id)
         if info is None:
@@ -128,7 +134,8 @@ class Aggregate:
             raise ValueError(f"report version {report.get('v')!r} != {REPORT_VERSION}")
         # Decode everything before touching totals, so a bad report changes nothing.
         decoded = [
-            (rt, name, kind, int(sec), hdr.decode(p)) for rt, name, kind, sec, p in report["hist"]
+            (rt, name, kind, int(sec), p if isinstance(p, HdrHistogram) else hdr.decode(p))
+            for rt, name, kind, sec, p in report["hist"]
         ]
         batch = decode_batch(report["events"], info.index) if report.get("events") else None
         rows = [

@@ -45,6 +45,7 @@ WIRE_SCHEMA = pa.schema(
 )
 SCHEMA = pa.schema([pa.field("worker", pa.int32()), *WIRE_SCHEMA])
 _ROWS_PER_GROUP = 500_000
+_PART_OPTIONS = ipc.IpcWriteOptions(compression="zstd")
 
 
 _INT_FIELDS = (
@@ -68,6 +69,20 @@ def _ints(samples: Sequence[Sample], name: str) -> np.ndarray:
 def row_batch(
     request_type: str, name: str, samples: Sequence[Sample], rate: float
 ) -> pa.RecordBatch:
+    return with_rate(event_columns(request_type, name, samples), rate)
+
+
+def with_rate(columns: list[pa.Array], rate: float) -> pa.RecordBatch:
+    """Columns of :func:`event_columns` plus the ``sample_rate`` column → a wire-schema batch."""
+    n = len(columns[0])
+    return pa.RecordBatch.from_arrays(
+        [*columns, pa.array(np.full(n, rate, np.float64))], schema=WIRE_SCHEMA
+    )
+
+
+def event_columns(request_type: str, name: str, samples: Sequence[Sample]) -> list[pa.Array]:
+    """Every wire-schema column but ``sample_rate`` (known only when the report is made) for
+    these samples — the recorder builds them in slices while the test runs."""
     n = len(samples)
     arrays: list[pa.Array] = [pa.array(_ints(samples, f)) for f in ("user_id", "conn_id", "seq")]
     arrays += [pa.repeat(pa.scalar(request_type), n), pa.repeat(pa.scalar(name), n)]
@@ -80,8 +95,7 @@ def row_batch(
     arrays.append(
         pa.nulls(n, pa.string()) if errors.count(None) == n else pa.array(errors, pa.string())
     )
-    arrays.append(pa.array(np.full(n, rate, np.float64)))
-    return pa.RecordBatch.from_arrays(arrays, schema=WIRE_SCHEMA)
+    return arrays
 
 
 def row_batches(
@@ -133,7 +147,13 @@ def decode_batch(payload: bytes | Sequence[pa.RecordBatch], worker: int) -> pa.R
 
 
 class PartWriter:
-    """Writes complete Parquet part files into ``run_dir/events.parts``."""
+    """Writes complete part files into ``run_dir/events.parts`` while the run goes on.
+
+    Parts are Arrow IPC files with zstd-compressed buffers, not Parquet: for one report
+    interval of events (7,200 at 2,400 messages/s) Parquet's encoding took ~6-9 ms of CPU, an
+    Arrow file ~1.8 ms, and is smaller too — CPU the load-generating machine needs for its
+    messages. The final ``events.parquet`` is written from the parts once, at the end.
+    """
 
     def __init__(self, run_dir: Path) -> None:
         self.dir = run_dir / PARTS_DIR
@@ -150,9 +170,10 @@ class PartWriter:
         if table.num_rows == 0:
             return
         self.dir.mkdir(parents=True, exist_ok=True)
-        final = self.dir / f"part-{self._next:06d}.parquet"
+        final = self.dir / f"part-{self._next:06d}.arrow"
         tmp = final.with_suffix(".tmp")
-        pq.write_table(table, tmp, compression="zstd")
+        with ipc.new_file(str(tmp), SCHEMA, options=_PART_OPTIONS) as writer:
+            writer.write_table(table)
         os.replace(tmp, final)
         self._next += 1
         self.parts += 1
@@ -160,8 +181,20 @@ class PartWriter:
 
 
 def part_files(run_dir: Path) -> list[Path]:
+    """The parts written so far, in order (Arrow files; Parquet from older runs)."""
     d = run_dir / PARTS_DIR
-    return sorted(d.glob("part-*.parquet")) if d.is_dir() else []
+    if not d.is_dir():
+        return []
+    return sorted([*d.glob("part-*.arrow"), *d.glob("part-*.parquet")], key=lambda p: p.stem)
+
+
+def read_part(part: Path) -> pa.Table:
+    if part.suffix == ".arrow":
+        table = ipc.open_file(str(part)).read_all()
+        if table.schema != SCHEMA:
+            raise pa.ArrowInvalid("unexpected schema")
+        return table
+    return pq.read_table(part, schema=SCHEMA)
 
 
 def consolidate(run_dir: Path) -> int:
@@ -174,7 +207,7 @@ def consolidate(run_dir: Path) -> int:
         pending: list[pa.Table] = []
         pending_rows = 0
         for part in parts:
-            t = pq.read_table(part, schema=SCHEMA)
+            t = read_part(part)
             pending.append(t)
             pending_rows += t.num_rows
             if pending_rows >= _ROWS_PER_GROUP:
@@ -210,7 +243,7 @@ def read_events(run_dir: Path) -> pa.Table:
     tables = []
     for part in parts:
         try:
-            tables.append(pq.read_table(part, schema=SCHEMA))
+            tables.append(read_part(part))
         except (pa.ArrowInvalid, OSError) as exc:
             raise type(exc)(f"{part}: {exc}") from exc
     return pa.concat_tables(tables) if tables else SCHEMA.empty_table()

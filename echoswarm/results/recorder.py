@@ -32,10 +32,11 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+from hdrh.histogram import HdrHistogram
 
 from echoswarm import hdr
 from echoswarm.measure import Sample, now_ns, to_epoch_ns
-from echoswarm.results.events import encode_batches, row_batch
+from echoswarm.results.events import encode_batches, event_columns, with_rate
 
 REPORT_VERSION = 1
 KINDS = ("latency", "failed", "lag")
@@ -45,11 +46,13 @@ _NS = 1_000_000_000
 
 @dataclass(slots=True)
 class _Second:
-    # Raw nanosecond values, folded into HDR histograms with numpy once per report: an
-    # array append is ~10x cheaper than a pure-Python HDR record.
+    # Raw nanosecond values, folded into HDR histograms with numpy (an array append is ~10x
+    # cheaper than a pure-Python HDR record); ``folded`` holds what :meth:`Recorder.prepare`
+    # has folded already while the test ran.
     latency: array[int] | None = None
     failed: array[int] | None = None
     lag: array[int] | None = None
+    folded: dict[str, HdrHistogram] | None = None
 
 
 @dataclass(slots=True)
@@ -62,6 +65,10 @@ class _Row:
     cur: _Second = field(default_factory=_Second)
     seconds: dict[int, _Second] = field(default_factory=dict)
     events: list[Sample] = field(default_factory=list)
+    # Kept events already turned into Arrow columns by :meth:`Recorder.prepare` (in order, before
+    # ``events``); the sample_rate column is added when the report is made.
+    columns: list[list[pa.Array]] = field(default_factory=list)
+    converted: int = 0  # events in ``columns``
 
 
 class Recorder:
@@ -121,13 +128,47 @@ class Recorder:
 
     def _thin(self) -> None:
         # Over the cap for this interval: keep every other event and halve the rate, so the
-        # whole batch stays a uniform sample at the (recorded) rate.
+        # whole batch stays a uniform sample at the (recorded) rate. Events already converted
+        # to columns are thinned the same way, counting positions across columns and list.
         kept = 0
         for row in self._rows.values():
-            row.events = row.events[1::2]
-            kept += len(row.events)
+            at = 0
+            thinned = []
+            for cols in row.columns:
+                n = len(cols[0])
+                take = pa.array(np.arange((1 - at) % 2, n, 2))
+                thinned.append([c.take(take) for c in cols])
+                at += n
+            row.columns = [c for c in thinned if len(c[0])]
+            row.converted = sum(len(c[0]) for c in row.columns)
+            row.events = row.events[(1 - at) % 2 :: 2]
+            kept += row.converted + len(row.events)
         self._kept = kept
         self._rate /= 2.0
+
+    # -- in slices, while the test runs -----------------------------------------------------
+    def prepare(self, now_epoch_s: int, max_events: int = 500) -> bool:
+        """Do one slice of the report's work ahead of time: fold one closed second's raw values
+        into histograms, or turn up to ``max_events`` kept events into Arrow columns. True when
+        there was something to do (call again), False when nothing is left for now.
+
+        The load-generating process calls this a slice at a time between its sends, so making a
+        report costs milliseconds instead of tens of milliseconds in one piece — a pause every
+        report interval that every message due in it would have waited for.
+        """
+        for row in self._rows.values():
+            for sec, hs in row.seconds.items():
+                if sec < now_epoch_s and (hs.latency or hs.failed or hs.lag):
+                    _fold(hs)
+                    return True
+        for (rt, name), row in self._rows.items():
+            if len(row.events) >= max_events:
+                chunk = row.events[:max_events]
+                del row.events[:max_events]
+                row.columns.append(event_columns(rt, name, chunk))
+                row.converted += len(chunk)
+                return True
+        return False
 
     # -- once per report --------------------------------------------------------------------
     def pending(self) -> int:
@@ -139,11 +180,11 @@ class Recorder:
     ) -> dict[str, Any]:
         """Everything recorded since the last harvest, as a report; resets the interval.
 
-        ``wire=False`` (a local run, merged in the same process) leaves the events as Arrow
-        batches instead of a compressed IPC stream. ``pause`` (e.g. ``gevent.sleep(0)``) is
-        called between pieces of work so the load-generating greenlets are not held up for the
-        whole encoding; samples recorded meanwhile go to the next report, because the interval's
-        state is swapped out first.
+        ``wire=False`` (a local run, merged in the same process) leaves the histograms as
+        objects and the events as Arrow batches instead of encoding them. ``pause`` (e.g.
+        ``gevent.sleep(0)``) is called between pieces of work so the load-generating greenlets
+        are not held up for the whole encoding; samples recorded meanwhile go to the next
+        report, because the interval's state is swapped out first.
         """
         taken, self._rows = self._rows, {}
         batch_rate, kept, offered = self._rate, self._kept, self._offered
@@ -159,17 +200,15 @@ class Recorder:
                 continue
             rows.append([rt, name, row.count, row.failures, row.ok_sum_ns, row.nbytes])
             for sec, hs in row.seconds.items():
-                for kind in KINDS:
-                    values = getattr(hs, kind)
-                    if values:
-                        h = hdr.from_ns(np.frombuffer(values, dtype=np.int64))
-                        hists.append([rt, name, kind, sec, hdr.encode(h)])
+                for kind, h in _fold(hs).items():
+                    hists.append([rt, name, kind, sec, hdr.encode(h) if wire else h])
             if pause is not None:
                 pause()
             if row.events:
-                batches.append(row_batch(rt, name, row.events, batch_rate))
-                if pause is not None:
-                    pause()
+                row.columns.append(event_columns(rt, name, row.events))
+            batches += [with_rate(cols, batch_rate) for cols in row.columns]
+            if pause is not None and row.columns:
+                pause()
         events: bytes | list[pa.RecordBatch] | None = None
         if batches:
             events = encode_batches(batches) if wire else batches
@@ -183,6 +222,21 @@ class Recorder:
             "events_offered": offered,
             "events_kept": kept,
         }
+
+
+def _fold(hs: _Second) -> dict[str, HdrHistogram]:
+    """Fold a second's raw values into its histograms (kept on ``hs.folded``); returns them."""
+    folded = hs.folded
+    if folded is None:
+        folded = hs.folded = {}
+    for kind in KINDS:
+        values = getattr(hs, kind)
+        if values:
+            h = folded.get(kind)
+            raw = np.frombuffer(values, dtype=np.int64)
+            folded[kind] = hdr.from_ns(raw) if h is None else hdr.add_ns(h, raw)
+            setattr(hs, kind, None)
+    return folded
 
 
 def foreign_sample(

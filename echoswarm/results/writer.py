@@ -120,14 +120,20 @@ class ResultsWriter:
         duration_s: float,
         live: dict[str, Any],
         run_fields: dict[str, Any],
+        pause: Callable[[], None] | None = None,
     ) -> None:
-        """One report interval's worth of incremental writes."""
+        """One report interval's worth of incremental writes (``pause``, e.g. a yield to the
+        event loop, is called between the pieces)."""
         self._write_intervals(agg, int(now_s) - self.HOLD_S)
+        if pause is not None:
+            pause()
         batches = agg.take_batches()
         if self._offload is not None and batches:
             self._offload(self.parts.write, (batches,))
         else:
             self.parts.write(batches)
+        if pause is not None:
+            pause()
         self.meta.update(run_fields)
         self.meta["events_rows_written"] = self.parts.rows
         self._replace_summary(agg.summary(duration_s))

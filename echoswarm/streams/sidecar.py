@@ -75,12 +75,16 @@ class Sidecar:
             self._flush_at.cancel()
             self._flush_at = None
         if self._out:
-            self.writer.write(msgpack.packb([p.SAMPLES, self._out]))
+            self._write(msgpack.packb([p.SAMPLES, self._out]))
             self._out.clear()
 
     def reply(self, msg: list[Any]) -> None:
         self.flush()  # the samples of a call always precede its end
-        self.writer.write(msgpack.packb(msg))
+        self._write(msgpack.packb(msg))
+
+    def _write(self, data: bytes) -> None:
+        if not self.writer.is_closing():  # the Locust side is gone: nobody to tell
+            self.writer.write(data)
 
     # ---------------------------------------------------------------- requests in
     def handle(self, msg: list[Any]) -> None:
@@ -146,6 +150,9 @@ class Sidecar:
             await entry[0].close(None)
 
     async def shutdown(self) -> None:
+        if self._flush_at is not None:
+            self._flush_at.cancel()
+            self._flush_at = None
         for stop in list(self.calls.values()):
             stop.set()
         for task in list(self.tasks):

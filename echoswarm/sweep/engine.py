@@ -11,25 +11,7 @@ reports are still collected — or when its time limit runs out, which the table
 writes ``sweep.json`` into the sweep directory and ``python -m analysis sweep`` draws
 ``sweep.csv``, ``sweep.md`` and ``sweep.png`` from it and prints the table.
 
-Which grid is run follows from the one server the locustfile declares:
-
-* ``tcp`` → seed S003, TCP server models × concurrency (:mod:`echoswarm.sweep.tcp`)::
-
-      python -m echoswarm sweep locustfiles/tcp_churn.py --models all --users 50,150,1000 \\
-          --connections-per-user 3 --round-trips 50
-
-* ``ws --work stats`` → seed S001, serial vs parallel images × reply after/before
-  (:mod:`echoswarm.sweep.images`)::
-
-      python -m echoswarm sweep locustfiles/image_frames.py --images 1000
-
-* ``jobs`` → seed S004, concurrent uploads × rq workers (0 = inline) (:mod:`echoswarm.sweep.jobs`)::
-
-      python -m echoswarm sweep locustfiles/job_queue.py --queue-workers 0,3,10 --uploads 5,10
-
-Exit codes: 0 ok (capped cells included: they are reported, not errors) · 2 usage error ·
-3 a cell failed to run · 4 a cell completed degraded (a worker lost and replaced; that cell is
-``partial``) · 130/143 interrupted (the table covers the cells done so far).
+Which grid a locustfile gets, and the command line: :mod:`echoswarm.sweep.cli`.
 """
 
 from __future__ import annotations

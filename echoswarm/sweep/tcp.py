@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 
+from echoswarm.orchestrate.commands import TCP_MODELS
 from echoswarm.orchestrate.scenario import ServerSpec
 from echoswarm.sweep.done import all_connections
 from echoswarm.sweep.engine import (
@@ -45,20 +46,7 @@ class Defaults:
 FULL = Defaults(users=(50, 150, 1000), connections=3, round_trips=50, cell_time=60.0)
 QUICK = Defaults(users=(200,), connections=3, round_trips=10, cell_time=20.0)
 DEFAULT_WORKERS = 2
-MODELS = (
-    "asyncio",
-    "simple",
-    "select",
-    "epoll",
-    "fork",
-    "thread",
-    "prefork",
-    "prethread",
-    "select_prethread",
-    "uvloop",
-)
-"""``python -m servers tcp --model`` choices (a test holds this to ``servers.tcp.MODELS``;
-echoswarm does not import the servers)."""
+MODELS = TCP_MODELS
 
 
 def _tcp_server(servers: list[ServerSpec]) -> ServerSpec:

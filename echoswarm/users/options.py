@@ -33,6 +33,7 @@ from echoswarm.wire import HEADER_SIZE
 TRANSPORTS = ("grpc", "ws", "tcp")
 MODES = ("paced", "pingpong")
 PHASES = ("spread", "aligned")
+REQUEST_EVENTS = ("batched", "per-message")
 
 
 def _frame_bytes(text: str) -> int:
@@ -115,6 +116,13 @@ def add_arguments(parser: Any) -> None:
         default="paced",
         help="paced: sender on a schedule, latency from the intended send time; "
         "pingpong: closed loop, next message after the reply",
+    )
+    group.add_argument(
+        "--request-events",
+        choices=REQUEST_EVENTS,
+        default="batched",
+        help="batched: samples reach echoswarm's results and Locust's stats in batches (cheap); "
+        "per-message: one Locust request event per message, for your own listeners",
     )
     group.add_argument(
         "--phases",
@@ -204,6 +212,7 @@ _CHECKS: dict[str, Any] = {
     "interval_ms": non_negative_float,
     "mode": _mode,
     "phases": lambda text: _choice(text, PHASES),
+    "request_events": lambda text: _choice(text, REQUEST_EVENTS),
     "transports": _transports_arg,
     "reply_timeout_s": positive_float,
     "stream_seconds": non_negative_float,

@@ -23,6 +23,7 @@ import os
 from collections.abc import Callable
 from typing import cast
 
+from echoswarm.orchestrate.commands import TCP_MODELS
 from servers.common import (
     MAX_BACKLOG,
     add_common_arguments,
@@ -40,18 +41,7 @@ DEFAULT_BACKLOG = 4096
 MAX_WORKERS = 1024
 MAX_CONNECTIONS = 1_000_000
 
-MODELS = (
-    "asyncio",
-    "simple",
-    "select",
-    "epoll",
-    "fork",
-    "thread",
-    "prefork",
-    "prethread",
-    "select_prethread",
-    "uvloop",
-)
+MODELS = TCP_MODELS
 POOL_MODELS = ("prefork", "prethread", "select_prethread")
 CONNECTION_LIMITED = ("select", "epoll", "fork", "thread", "select_prethread", "asyncio", "uvloop")
 

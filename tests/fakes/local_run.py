@@ -30,6 +30,7 @@ from locust.env import Environment
 from locust.util.load_locustfile import load_locustfile
 
 import echoswarm.users.options  # noqa: F401  (registers our options before parsing)
+from echoswarm.users.sink import on_samples as on_samples_hook
 
 
 def main(argv: list[str]) -> int:
@@ -57,12 +58,11 @@ def main(argv: list[str]) -> int:
     env = Environment(
         user_classes=classes, events=locust.events, parsed_options=parsed, host=parsed.host
     )
-    samples: list[list[Any]] = []
+    rows: list[list[Any]] = []
 
-    def on_request(**kw: Any) -> None:
-        s = kw.get("sample")
-        if s is not None:
-            samples.append(
+    def on_samples(samples: list[Any], **_kw: Any) -> None:
+        for s in samples:
+            rows.append(
                 [
                     s.request_type,
                     s.name,
@@ -77,7 +77,7 @@ def main(argv: list[str]) -> int:
                 ]
             )
 
-    env.events.request.add_listener(on_request)
+    on_samples_hook.add_listener(on_samples)
     runner = env.create_local_runner()
     env.events.init.fire(environment=env, runner=runner, web_ui=None)
     runner.start(args.u, spawn_rate=max(args.u, 1), wait=False)
@@ -89,7 +89,7 @@ def main(argv: list[str]) -> int:
             n for name, n in runner.user_classes_count.items()
             if getattr(by_name.get(name), "transport", "")
         )  # fmt: skip
-        while sum(1 for s in samples if s[1].endswith("connect")) < ours:
+        while sum(1 for r in rows if r[1].endswith("connect")) < ours:
             gevent.sleep(0.01)
     print("STARTED", flush=True)
     gaps: list[tuple[float, float]] = []
@@ -116,7 +116,7 @@ def main(argv: list[str]) -> int:
     }
     json.dump(
         {
-            "samples": samples,
+            "samples": rows,
             "stats": stats,
             "errors": len(runner.exceptions),
             "loop_gaps": gaps,
