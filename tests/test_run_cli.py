@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from echoswarm import __main__ as cli
 from tests.procs import PYTHON, ROOT, env
 
 
@@ -80,16 +81,25 @@ def test_malformed_server_declaration_is_a_usage_error(tmp_path: Path) -> None:
     ],
 )
 def test_numbers_out_of_bounds_are_one_line_exit_2(
-    scenario: Path, tmp_path: Path, args: list[str], why: str
+    scenario: Path,
+    tmp_path: Path,
+    args: list[str],
+    why: str,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
+    # In-process (the command's own main()): the check happens before anything could start.
     conf = tmp_path / "big.toml"
     conf.write_text("[run]\nworkers = 100000\n")
     results = tmp_path / "results"
     argv = [a.replace("{f}", str(scenario)).replace("{conf}", str(conf)) for a in args]
-    proc = _run(*argv, "--results", str(results))
-    assert proc.returncode == 2, proc.stderr
-    assert proc.stderr.count("\n") == 1 and why in proc.stderr, proc.stderr
-    assert "Traceback" not in proc.stderr and proc.stdout == ""
+    try:
+        code = cli.main([*argv, "--results", str(results)])
+    except SystemExit as exc:  # argparse's own errors
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    assert code == 2, err
+    assert err.count("\n") == 1 and why in err, err
+    assert "Traceback" not in err and out == ""
     assert not results.exists()  # nothing started, nothing created
 
 
