@@ -335,9 +335,11 @@ class LocalRun:
             return f"worker(s) {', '.join(lost)} lost" + (
                 f", replaced by {', '.join(replaced)}" if replaced else ", not replaced"
             )
-        if data.get("lost_workers") or data.get("gaps"):
-            names = ", ".join(map(str, data.get("lost_workers") or []))
+        if data.get("lost_workers"):
+            names = ", ".join(map(str, data["lost_workers"]))
             return f"the master lost worker(s) {names}"
+        if data.get("gaps"):
+            return "a worker's heartbeats stopped for a while (it came back)"
         return ""
 
     def _read_run_json(self) -> dict[str, Any]:
