@@ -360,6 +360,8 @@ class Writing:
             entry["connected_utc"] = self._connected.get(wid)
             if self.clock is not None:
                 entry.update(self.clock.worker_fields(wid))
+            else:  # a local runner: the users run in this very process, on this clock
+                entry.update(clock_offset_ms=0.0, clock_offset_bound_ms=0.0)
             entry["missing_since_utc"] = self._missing_since.get(wid)
             entry["healed_utc"] = self._healed.get(wid)
             lost_reason = ""
