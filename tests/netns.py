@@ -52,6 +52,9 @@ SUBNET = "10.77.0"
 PREFIX_LEN = 24
 _NAME = re.compile(rf"^{PREFIX}-(\d+)-\d+-(?:sw|h\d+)$")
 _counter = iter(range(1_000_000))
+_SET_HOSTNAME = (
+    "import os, socket, sys; socket.sethostname(sys.argv[1]); os.execvp(sys.argv[2], sys.argv[2:])"
+)
 
 
 class NetnsError(RuntimeError):
@@ -135,9 +138,16 @@ class Host:
     addr: str
     port: str
 
+    @property
+    def hostname(self) -> str:
+        """The host name its processes see (``h0``, ``h1``, ...; Locust names workers by it)."""
+        return f"h{self.index}"
+
     def argv(self, argv: Sequence[str]) -> list[str]:
-        """``argv`` run inside this host."""
-        return ["ip", "netns", "exec", self.name, *argv]
+        """``argv`` run inside this host: its network namespace, and a UTS namespace of its own
+        named :attr:`hostname` (the same pid all along: each step execs the next)."""
+        return ["ip", "netns", "exec", self.name, "unshare", "--uts",
+                procs.PYTHON, "-c", _SET_HOSTNAME, self.hostname, *argv]  # fmt: skip
 
     def start(
         self,
@@ -155,6 +165,31 @@ class Host:
             timeout=timeout,
             extra_env=extra_env,
         )
+        self.network.started.append(proc)
+        return proc
+
+    def spawn(
+        self, argv: Sequence[str], *, log: str, extra_env: dict[str, str] | None = None
+    ) -> procs.Proc:
+        """Start a long-running ``argv`` inside this host with stdout and stderr in one file
+        (``<tmp>/<host>/<log>.log``, :meth:`procs.Proc.stderr_text`), not a pipe: a chatty
+        process (Locust's headless stats) can never block on a pipe nobody reads. Dies with
+        pytest; stopped when the network closes."""
+        folder = self.network.tmp_path / self.name
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{log}.log"
+        with path.open("w") as out:
+            popen = subprocess.Popen(
+                [procs.PYTHON, "-m", "echoswarm.pdeath", *self.argv(argv)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                text=True,
+                cwd=procs.ROOT,
+                env=procs.env(ECHOSWARM_PARENT_PID=str(os.getpid()), **(extra_env or {})),
+                start_new_session=True,
+            )
+        proc = procs.Proc(popen, list(argv), stderr_path=path)
         self.network.started.append(proc)
         return proc
 
