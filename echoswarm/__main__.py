@@ -4,7 +4,8 @@
         --slo "grpc:bidi msg:p99<20ms" --slo "*:*:error_rate<0.1%" -- --mode paced
     python -m echoswarm demo        # the S000 comparison: gRPC vs WebSocket vs TCP, ~1 minute
 
-Exit codes: 0 ok · 1 an SLO violated · 2 usage error · 3 run error · 130/143 interrupted.
+Exit codes: 0 ok · 1 an SLO violated · 2 usage error · 3 run error · 4 completed but degraded
+(a worker was lost and replaced; results partial) · 130/143 interrupted.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
+from echoswarm import argtypes
 from echoswarm.orchestrate import config, slo
 from echoswarm.orchestrate.run import EXIT_USAGE, LocalRun, RunConfig
 from echoswarm.orchestrate.scenario import ScenarioError, read_servers
@@ -54,6 +56,12 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--web-port", type=int, default=None, help="web UI port (8089)")
     p.add_argument("--no-report", dest="report", action="store_false", default=None)
     p.add_argument("--config", type=Path, default=None, help="echoswarm.toml or conf file")
+    p.add_argument(
+        "--master-timeout-s",
+        type=argtypes.float_between(1.0, 3600.0, " s"),
+        default=None,
+        help="workers quit this long after the master goes silent (Locust's default: 60)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -134,6 +142,7 @@ def make_config(ns: argparse.Namespace, extra: list[str], argv: list[str]) -> Ru
         locust_args=[*file_opts.get("locust_args", []), *extra],
         report=pick("report", ns.report) is not False,
         argv=argv,
+        master_timeout_s=pick("master_timeout_s", ns.master_timeout_s),
     )
 
 

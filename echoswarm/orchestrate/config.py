@@ -42,6 +42,7 @@ KEYS: dict[str, type] = {
     "web_port": int,
     "locust_args": list,
     "report": bool,
+    "master_timeout_s": float,
 }
 
 

@@ -8,12 +8,15 @@ command lines (:mod:`echoswarm.orchestrate.commands`). Flow:
 2. start the master (headless, or with the web UI) and the workers, passing the servers'
    addresses as the scenario's custom arguments;
 3. watch: a progress line from the master's ``live.json``; a dead server fails the run at once
-   (exit 3); a dead worker is reported and recorded, the run goes on; Ctrl-C/SIGTERM stop the
-   run gracefully (results finalized and marked partial; exit 130/143); a second Ctrl-C kills;
+   (exit 3); a worker that dies mid-run is replaced and the master rebalances the users onto
+   the replacement (:mod:`echoswarm.orchestrate.workers`; the run ends "degraded", exit 4);
+   Ctrl-C/SIGTERM stop the run gracefully (results finalized; exit 130/143); a second Ctrl-C
+   kills;
 4. afterwards: every child stopped (master first, so it collects the workers' last reports),
    the report written, the summary and SLO verdicts printed.
 
-Exit codes: 0 ok · 1 an SLO violated · 2 usage error · 3 run error · 130/143 interrupted.
+Exit codes: 0 ok · 1 an SLO violated · 2 usage error · 3 run error · 4 completed but degraded
+(a worker was lost and replaced; results partial) · 130/143 interrupted.
 """
 
 from __future__ import annotations
@@ -34,8 +37,9 @@ from echoswarm.measure import epoch_ns
 from echoswarm.orchestrate import commands, progress, slo
 from echoswarm.orchestrate.scenario import ServerSpec, read_servers
 from echoswarm.orchestrate.supervise import Child, ChildError, Supervisor, free_port, wait_tcp
+from echoswarm.orchestrate.workers import WorkerPool
 
-EXIT_OK, EXIT_SLO, EXIT_USAGE, EXIT_RUN = 0, 1, 2, 3
+EXIT_OK, EXIT_SLO, EXIT_USAGE, EXIT_RUN, EXIT_DEGRADED = 0, 1, 2, 3, 4
 EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 
@@ -57,6 +61,8 @@ class RunConfig:
     # Extra args per declared server (by label), appended after the declared ones so they win:
     # e.g. {"tcp": ["--model", "epoll"]} for one cell of a sweep.
     server_overrides: dict[str, list[str]] = field(default_factory=dict)
+    master_timeout_s: float | None = None  # workers quit this long after the master goes silent
+    max_worker_restarts: int | None = None  # None: two per worker
 
 
 class RunError(RuntimeError):
@@ -77,6 +83,8 @@ class LocalRun:
             str(cfg.locustfile), epoch_ns() / 1e9
         )
         self.sup = Supervisor(self.results / "logs")
+        self.pool: WorkerPool | None = None
+        self.stopping = False  # no worker is replaced once the run is being stopped
         self.signal_received: int | None = None
         self.events: list[dict[str, Any]] = []  # children that died, for run.json
         self.t0 = time.monotonic()
@@ -143,7 +151,19 @@ class LocalRun:
     def _start_locust(self, targets: list[str]) -> Child:
         cfg = self.cfg
         master_port = free_port()
-        extra = [*targets, "--expect-workers-max-wait", "60", "--exit-code-on-error", "0"]
+        # --enable-rebalancing: a lost worker's users move to the others at once, and are
+        # spread again when its replacement (echoswarm.orchestrate.workers) connects.
+        extra = [
+            *targets,
+            "--expect-workers-max-wait",
+            "60",
+            "--exit-code-on-error",
+            "0",
+            "--enable-rebalancing",
+        ]
+        timeout = (
+            ["--master-timeout-s", f"{cfg.master_timeout_s:g}"] if cfg.master_timeout_s else []
+        )
         web_port = cfg.web_port if cfg.web else commands.DEFAULT_WEB_PORT
         master = self.sup.start(
             "master",
@@ -158,17 +178,19 @@ class LocalRun:
                 bind_port=master_port,
                 web=cfg.web,
                 web_port=web_port,
-                extra=[*extra, *cfg.locust_args],
+                extra=[*extra, *timeout, *cfg.locust_args],
             ),
         )
-        for i in range(cfg.workers):
-            self.sup.start(
-                f"worker-{i + 1}",
-                "worker",
-                commands.worker_argv(
-                    str(cfg.locustfile), master_port=master_port, extra=[*targets]
-                ),
-            )
+        self.pool = WorkerPool(
+            self.sup,
+            commands.worker_argv(
+                str(cfg.locustfile), master_port=master_port, extra=[*targets, *timeout]
+            ),
+            cfg.workers,
+            max_restarts=cfg.max_worker_restarts,
+            say=lambda text: self._say(text, err=True),
+        )
+        self.pool.start()
         self._say(
             f"locust   master pid {master.pid}, {cfg.workers} worker(s); "
             f"{cfg.users} users at {cfg.spawn_rate:g}/s for {cfg.run_time or 'until stopped'}"
@@ -187,7 +209,7 @@ class LocalRun:
         workers_gone = 0.0
         while True:
             for child in self.sup.exited():
-                self._child_exited(child)
+                self._child_exited(child, master)
             rc = master.poll()
             if rc is not None:
                 line.done()
@@ -209,7 +231,7 @@ class LocalRun:
             line.update(progress.read_live(live), time.monotonic() - self.t0)
             time.sleep(0.25)  # the supervision tick: children and live.json are polled
 
-    def _child_exited(self, child: Child) -> None:
+    def _child_exited(self, child: Child, master: Child | None = None) -> None:
         rc = child.poll()
         at = time.monotonic() - self.t0
         self.events.append(
@@ -227,16 +249,13 @@ class LocalRun:
                 f"server {child.name} (pid {child.pid}) exited with code {rc} after {at:.1f}s: "
                 f"{child.last_lines()}"
             )
-        if child.role == "worker" and rc != 0:  # 0 = told to quit by the master
-            self._say(
-                f"\nwarning: {child.name} (pid {child.pid}) exited with code {rc} after "
-                f"{at:.1f}s; the run goes on with the others (its data up to its last report "
-                "is kept)",
-                err=True,
-            )
+        if child.role == "worker" and self.pool is not None:
+            running = master is not None and master.alive() and not self.stopping
+            self.pool.on_exit(child, at, replace=running)
 
     # -- stop and finish -------------------------------------------------------------------
     def _stop_children(self, master: Child | None) -> None:
+        self.stopping = True
         if master is not None and master.alive():
             # SIGINT is Locust's Ctrl-C path: it stops the test, writes its HTML report,
             # fires quitting (our results plugin finalizes) and tells workers to quit.
@@ -252,27 +271,56 @@ class LocalRun:
         self.sup.stop_all(timeout=10)
 
     def _finish(self, code: int) -> int:
-        self._annotate_run_json(code)
-        if code in (EXIT_OK, *EXIT_SIGNAL.values()) and self.cfg.report:
-            self._report()
+        data = self._read_run_json()
+        verdicts: list[slo.Verdict] = []
         if code == EXIT_OK and self.cfg.slos:
-            code = self._judge_slos()
+            verdicts = judge(self.results, self.cfg.slos)
+            if not all(v.passed for v in verdicts):
+                code = EXIT_SLO
+        degraded = self._degraded(data)
+        if code == EXIT_OK and degraded:
+            code = EXIT_DEGRADED
+        self._annotate_run_json(data, code)
+        if code in (EXIT_OK, EXIT_SLO, EXIT_DEGRADED, *EXIT_SIGNAL.values()) and self.cfg.report:
+            self._report()
+        if verdicts:
+            self._say("\nSLOs")
+            for v in verdicts:
+                self._say("  " + v.describe())
+        if degraded and code in (EXIT_DEGRADED, EXIT_SLO):
+            self._say(f"degraded: {degraded} (run.json: gaps, orchestrator.workers)")
         self._say(f"results: {self.results}")
         return code
 
-    def _annotate_run_json(self, code: int) -> None:
-        path = self.results / "run.json"
+    def _degraded(self, data: dict[str, Any]) -> str:
+        """Why the run's load was not the one asked for ("" when it was)."""
+        records = self.pool.lost if self.pool else []
+        lost = [r["child"] for r in records]
+        if lost:
+            replaced = [r["replaced_by"] for r in records if r["replaced_by"]]
+            return f"worker(s) {', '.join(lost)} lost" + (
+                f", replaced by {', '.join(replaced)}" if replaced else ", not replaced"
+            )
+        if data.get("lost_workers") or data.get("gaps"):
+            names = ", ".join(map(str, data.get("lost_workers") or []))
+            return f"the master lost worker(s) {names}"
+        return ""
+
+    def _read_run_json(self) -> dict[str, Any]:
         try:
-            data = json.loads(path.read_text())
+            data = json.loads((self.results / "run.json").read_text())
         except (OSError, ValueError):
-            data = {}
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def _annotate_run_json(self, data: dict[str, Any], code: int) -> None:
+        path = self.results / "run.json"
         orchestrator: dict[str, Any] = {
             "argv": self.cfg.argv,
             "exit_code": code,
             "children_exited": self.events,
-            "lost_workers": [
-                e["child"] for e in self.events if e["role"] == "worker" and e["exit_code"] != 0
-            ],
+            "lost_workers": [r["child"] for r in (self.pool.lost if self.pool else [])],
+            "workers": self.pool.as_json() if self.pool else None,
         }
         if self.signal_received is not None:
             orchestrator["interrupted_by"] = signal.Signals(self.signal_received).name
@@ -298,13 +346,6 @@ class LocalRun:
             self.out.write(proc.stdout)
         if proc.returncode != 0:
             self._say(f"report failed: {proc.stderr.strip().splitlines()[-1:]}", err=True)
-
-    def _judge_slos(self) -> int:
-        verdicts = judge(self.results, self.cfg.slos)
-        self._say("\nSLOs")
-        for v in verdicts:
-            self._say("  " + v.describe())
-        return EXIT_OK if all(v.passed for v in verdicts) else EXIT_SLO
 
     def _say(self, text: str, err: bool = False) -> None:
         stream = sys.stderr if err else self.out

@@ -25,6 +25,7 @@ from locust.env import Environment
 from locust.runners import MasterRunner, WorkerRunner
 
 from echoswarm import argtypes
+from echoswarm.plugins import clock  # noqa: F401  (its options and worker hooks register)
 from echoswarm.plugins.recording import DEFAULT_MAX_EVENTS_PER_S, Recording
 from echoswarm.plugins.writing import Writing
 

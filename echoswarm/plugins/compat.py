@@ -50,3 +50,18 @@ def missing(node: Any) -> bool:
 
 def worker_ids(runner: Any) -> set[str]:
     return {str(cid) for cid in runner.clients.keys()}
+
+
+def set_master_heartbeat_timeout(seconds: float) -> None:
+    """How long a worker waits for a silent master before quitting
+    (``locust.runners.MASTER_HEARTBEAT_TIMEOUT``, 60 s in stock Locust; the worker's
+    ``heartbeat_timeout_checker`` reads the module global at every check)."""
+    import locust.runners
+
+    locust.runners.MASTER_HEARTBEAT_TIMEOUT = seconds  # type: ignore[assignment]
+
+
+def master_heartbeat_timeout() -> float:
+    import locust.runners
+
+    return float(locust.runners.MASTER_HEARTBEAT_TIMEOUT)

@@ -31,8 +31,10 @@ from echoswarm.plugins.recording import (
 )
 from echoswarm.results import ResultsWriter, default_run_dir, environment_info, json_safe
 from echoswarm.results.aggregate import Aggregate
+from echoswarm.results.gaps import WorkerView, gap_records
 
 log = logging.getLogger("echoswarm.plugins")
+WATCH_S = 0.25  # how often the master looks at its workers' heartbeat state
 
 
 class Writing:
@@ -51,6 +53,9 @@ class Writing:
         self._busy = gevent.lock.Semaphore()
         self._connected: dict[str, float] = {}
         self._missing_seen: set[str] = set()
+        self._missing_since: dict[str, float] = {}  # heartbeats stopped (first seen)
+        self._healed: dict[str, float] = {}  # heartbeats came back after that
+        self._watcher: gevent.Greenlet | None = None
         self._drained = False
         self._drain_timed_out: list[str] = []
         self._recent: dict[hdr.Row, float] = {}
@@ -87,6 +92,8 @@ class Writing:
             )
         if self._ticker is None:
             self._ticker = gevent.spawn(self._tick_loop)
+        if self.master and self._watcher is None:
+            self._watcher = gevent.spawn(self._watch_workers)
 
     def on_test_stop(self, **_kw: Any) -> None:
         self.stop_s = self._now_s()
@@ -102,6 +109,13 @@ class Writing:
                     self.tick()
                 except Exception:
                     log.exception("results update failed")
+
+    def _watch_workers(self) -> None:
+        """When each worker went missing (and came back), to within ``WATCH_S``: the gap
+        records need it more precisely than one report interval."""
+        while True:
+            self._note_missing()
+            gevent.sleep(WATCH_S)
 
     def tick(self) -> None:
         """One report interval: merge local samples, note missing workers, write files."""
@@ -120,6 +134,8 @@ class Writing:
         if self._ticker is not None:
             with self._busy:
                 self._ticker.kill(block=False)  # asleep between ticks: nothing is lost
+        if self._watcher is not None:
+            self._watcher.kill(block=False)
         now = self._now_s()
         if self.local is not None:
             self.agg.merge("local", 0, self.local.harvest(final=True, wire=False), now)
@@ -130,8 +146,10 @@ class Writing:
             )
             self.start_s = now
         self._note_missing()
+        self.writer.flush_intervals(self.agg)  # every second counted before the gaps are
         fields = self._run_fields(final=True)
-        status = "failed" if not started else "partial" if fields["lost_workers"] else "complete"
+        degraded = fields["lost_workers"] or fields["gaps"]
+        status = "failed" if not started else "partial" if degraded else "complete"
         if not started:
             fields["failure_reason"] = "no test was started"
         self._update_recent(now)
@@ -168,10 +186,15 @@ class Writing:
         return out
 
     def _note_missing(self) -> None:
-        if self.master:
-            for client in compat.workers(self.runner):
-                if compat.missing(client):
-                    self._missing_seen.add(client.id)
+        if not self.master:
+            return
+        now = self._now_s()
+        for client in compat.workers(self.runner):
+            if compat.missing(client):
+                self._missing_seen.add(client.id)
+                self._missing_since.setdefault(client.id, now)
+            elif client.id in self._missing_since and client.id not in self._healed:
+                self._healed[client.id] = now  # Locust: "self-healed with heartbeat"
 
     # -- views ------------------------------------------------------------------------------
     def _now_s(self) -> float:
@@ -272,8 +295,10 @@ class Writing:
                 else {"id": wid, "index": None, "reports": 0, "final_report": False}
             )
             entry["connected_utc"] = self._connected.get(wid)
+            entry["missing_since_utc"] = self._missing_since.get(wid)
+            entry["healed_utc"] = self._healed.get(wid)
             lost_reason = ""
-            if wid in self._missing_seen:
+            if wid in self._missing_seen and wid not in self._healed:
                 lost_reason = "heartbeat missing"
             elif final and self.master and not entry.get("final_report"):
                 lost_reason = (
@@ -299,4 +324,26 @@ class Writing:
             "events_thinned": bool(rates)
             and min(rates) < float(option(self.env, "events_sample_rate", 1.0)),
             "problems": list(self.agg.problems),
+            "gaps": self._gaps(workers),
         }
+
+    def _gaps(self, workers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if not self.master or not self._missing_since:
+            return []
+        views = [
+            WorkerView(
+                id=w["id"],
+                index=w.get("index"),
+                connected_s=w.get("connected_utc"),
+                first_report_s=w.get("first_report_utc"),
+                last_report_s=w.get("last_report_utc"),
+                samples=int(w.get("samples", 0)),
+                missing_since_s=self._missing_since.get(w["id"]),
+                healed_s=self._healed.get(w["id"]),
+                final_report=bool(w.get("final_report")),
+            )
+            for w in workers
+        ]
+        counts = self.writer.second_counts if self.writer is not None else {}
+        end = self.stop_s if self.stop_s is not None else self._now_s()
+        return gap_records(views, counts, end, WORKER_REPORT_INTERVAL)

@@ -102,6 +102,9 @@ class ResultsWriter:
         }
         self.parts = PartWriter(self.dir)
         self.finalized = False
+        # Completions per epoch second, every row and worker (latency + failed), as written to
+        # the interval logs: what the gap estimates compare (echoswarm.results.gaps).
+        self.second_counts: dict[int, int] = {}
         # Readers of a run that has only just started see an empty table, not a missing file.
         self._replace_summary([])
 
@@ -165,8 +168,15 @@ class ResultsWriter:
         write_json_atomic(self.dir / RUN_JSON, self.meta)
         os.replace(tmp, self.dir / SUMMARY_CSV)
 
+    def flush_intervals(self, agg: Aggregate) -> None:
+        """Write every pending second now (at the end, before the final fields are computed
+        from :attr:`second_counts`)."""
+        self._write_intervals(agg, None)
+
     def _write_intervals(self, agg: Aggregate, before_sec: int | None) -> None:
         for row, kind, sec, h in agg.take_intervals(before_sec):
             self._logs[kind].write(row, float(sec), 1.0, h)
+            if kind != "lag":
+                self.second_counts[sec] = self.second_counts.get(sec, 0) + h.get_total_count()
         for log in self._logs.values():
             log.flush()

@@ -17,7 +17,8 @@ Which grid is run follows from the one server the locustfile declares:
       python -m echoswarm sweep locustfiles/job_queue.py --queue-workers 0,3,10 --uploads 5,10
 
 Exit codes: 0 ok (capped cells included: they are reported, not errors) · 2 usage error ·
-3 a cell failed to run · 130/143 interrupted (the table covers the cells done so far).
+3 a cell failed to run · 4 a cell completed degraded (a worker lost and replaced) ·
+130/143 interrupted (the table covers the cells done so far).
 """
 
 from __future__ import annotations

@@ -28,7 +28,8 @@ Which grid is run follows from the one server the locustfile declares:
       python -m echoswarm sweep locustfiles/job_queue.py --queue-workers 0,3,10 --uploads 5,10
 
 Exit codes: 0 ok (capped cells included: they are reported, not errors) · 2 usage error ·
-3 a cell failed to run · 130/143 interrupted (the table covers the cells done so far).
+3 a cell failed to run · 4 a cell completed degraded (a worker lost and replaced; that cell is
+``partial``) · 130/143 interrupted (the table covers the cells done so far).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ from typing import Any, NoReturn, TextIO
 
 from echoswarm.argtypes import positive_float, positive_int
 from echoswarm.measure import Timer
-from echoswarm.orchestrate.run import EXIT_OK, EXIT_RUN, LocalRun, RunConfig
+from echoswarm.orchestrate.run import EXIT_DEGRADED, EXIT_OK, EXIT_RUN, LocalRun, RunConfig
 
 POLL_S = 0.5  # how often a running cell's summary.csv is checked for completion
 # After the load is seen done, how long the master may take to end by itself (autostop, then
@@ -123,6 +124,8 @@ class Outcome:
     def status(self) -> str:
         if self.exit_code == EXIT_RUN:
             return "failed"
+        if self.exit_code == EXIT_DEGRADED:
+            return "partial"  # a worker was lost (and replaced): the gap is in its run.json
         if self.exit_code != EXIT_OK:
             return "interrupted"
         if self.finished:
@@ -262,6 +265,8 @@ def execute(plan: Plan, sweep_dir: Path, extra: list[str], out: TextIO = sys.std
         elif outcome.status == "interrupted":
             code = outcome.exit_code
             break
+        elif outcome.exit_code == EXIT_DEGRADED and code == EXIT_OK:
+            code = EXIT_DEGRADED
     _write_json(plan, outcomes, sweep_dir)
     if outcomes:
         say("")
