@@ -9,6 +9,9 @@ Definitions (docs/faults.md uses the same words):
 * **failed** — messages recorded with an error, by ``"<request_type> <name>: <error>"``;
   **failed seconds** = failed messages ÷ baseline rate: how many seconds of that load's
   messages were lost;
+* **deficit seconds** — seconds of full load missing over a window: the per-second shortfall of
+  successful messages below the baseline, summed, ÷ the baseline (whether lost, failed or never
+  sent);
 * **unrecorded seconds** — the longest stretch with no row at all from a worker while it should
   have been running: samples that never reached the results (a killed worker's last report, a
   worker that could not report), as opposed to messages recorded as failed;
@@ -25,7 +28,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,6 +91,16 @@ def per_second(df: pd.DataFrame, t0: float, t1: float) -> pd.DataFrame:
     return out.fillna({"ok": 0, "failed": 0}).astype({"ok": int, "failed": int})
 
 
+def timeline(df: pd.DataFrame, t0: float, t1: float) -> dict[str, list[Any]]:
+    """Per whole second from ``t0``: successful messages and their p90 latency (ms) — the
+    shape of a fault, for the figures."""
+    secs = per_second(df, t0, t1)
+    return {
+        "ok_per_s": [int(v) for v in secs["ok"]],
+        "p90_ms": [None if pd.isna(v) else round(float(v)) for v in secs["p90_ms"]],
+    }
+
+
 def back_after(df: pd.DataFrame, fault_end: float, baseline: float, until: float) -> float | None:
     """Seconds from ``fault_end`` until the load is back (see the module docstring); None if it
     never is before ``until``."""
@@ -108,6 +121,37 @@ def unrecorded_s(df: pd.DataFrame, start: float, end: float) -> float:
     return max(b - a for a, b in zip(edges, edges[1:], strict=False))
 
 
+def reconnect_delays(df: pd.DataFrame, start: float, end: float) -> list[float]:
+    """For each successful connect in [start, end): seconds since the same user's stream broke
+    (the last failure recorded for that worker and user before the connect: its time plus its
+    latency, i.e. when it was settled). Connects with no failure before them are left out."""
+    out = []
+    fails = df[~df["ok"]].assign(settled=lambda d: d["t"] + d["latency_ms"] / 1000)
+    for row in between(connects(df[df["ok"]]), start, end).itertuples():
+        mine = fails[(fails["worker"] == row.worker) & (fails["user_id"] == row.user_id)]
+        earlier = mine[mine["settled"] <= row.t]["settled"]
+        if len(earlier):
+            out.append(float(row.t - earlier.max()))
+    return out
+
+
+class RunJsonMisreports(AssertionError):
+    """run.json's account of a worker that went missing disagrees with what happened."""
+
+
+def check_gaps(run: dict[str, Any]) -> None:
+    """Every gap record runs forward: its worker's last report before the loss, then the
+    detection (``gap_s`` and ``detection_s`` are not negative)."""
+    for gap in run.get("gaps") or []:
+        for key in ("gap_s", "detection_s"):
+            if gap.get(key) is not None and gap[key] < 0:
+                raise RunJsonMisreports(f"gap of {gap['worker']}: {key} = {gap[key]:.1f} s")
+
+
+class LoadNotAsRequested(AssertionError):
+    """The run carried more or less load than the users asked for, and nothing says so."""
+
+
 class LateRepliesCountedOk(AssertionError):
     """Replies that came later than the reply timeout were recorded as successes."""
 
@@ -124,6 +168,13 @@ def check_no_late_ok(df: pd.DataFrame, timeout_s: float) -> None:
         raise LateRepliesCountedOk(
             f"{n} replies later than the {timeout_s:g} s reply timeout were recorded as ok"
         )
+
+
+def deficit_seconds(df: pd.DataFrame, start: float, end: float, baseline: float) -> float:
+    """Seconds of full load missing from [start, end): the per-second shortfall of successful
+    messages below the baseline, summed, over the baseline (unrecorded and failed alike)."""
+    secs = per_second(df, start, end)
+    return float((baseline - secs["ok"]).clip(lower=0).sum()) / baseline if baseline else math.nan
 
 
 def failed_seconds(df: pd.DataFrame, baseline: float) -> float:
@@ -159,6 +210,60 @@ class Figures:
                 f.write(json.dumps({"test": self.test, **self.values}) + "\n")
 
 
+def summarize(lines: Iterable[dict[str, Any]]) -> dict[str, dict[str, list[Any]]]:
+    """Figures of several runs → test → figure → the values of each run (nested figures are
+    flattened as ``outer.inner``)."""
+    out: dict[str, dict[str, list[Any]]] = {}
+    for line in lines:
+        figs = out.setdefault(line["test"], {})
+        for key, value in _flatten({k: v for k, v in line.items() if k != "test"}):
+            figs.setdefault(key, []).append(value)
+    return out
+
+
+def _flatten(values: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    for key, value in values.items():
+        if (
+            isinstance(value, dict)
+            and value
+            and not all(isinstance(v, int) for v in value.values())
+        ):
+            yield from _flatten(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+def _range(values: list[Any]) -> str:
+    nums = [v for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
+    if len(nums) == len(values) and nums:
+        lo, hi = min(nums), max(nums)
+        return f"{lo:g}" if lo == hi else f"{lo:g} – {hi:g}"
+    shown = {json.dumps(v, sort_keys=True) for v in values}
+    return " / ".join(sorted(shown))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m tests.fault_figures FIGURES.jsonl...``: each figure's range over the runs."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m tests.fault_figures")
+    p.add_argument("files", nargs="+", type=Path, help="files written via ECHOSWARM_FAULT_FIGURES")
+    args = p.parse_args(argv)
+    lines = []
+    for path in args.files:
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            p.error(f"{path}: {exc.strerror}")
+        lines += [json.loads(ln) for ln in text.splitlines() if ln.strip()]
+    for test, figs in summarize(lines).items():
+        runs = max(len(v) for v in figs.values())
+        print(f"\n{test} ({runs} run{'s' if runs > 1 else ''})")
+        for key, values in figs.items():
+            print(f"  {key}: {_range(values)}")
+    return 0
+
+
 def _plain(value: Any) -> Any:
     """Numbers rounded for a table; numpy scalars and frames turned into JSON types."""
     if isinstance(value, pd.DataFrame):
@@ -178,3 +283,7 @@ def _show(value: Any) -> str:
     if isinstance(value, dict) and value and all(isinstance(v, dict) for v in value.values()):
         return "\n" + "\n".join(f"      {k}: {v}" for k, v in value.items())
     return str(value)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -10,17 +10,20 @@
 
 Layout: a "switch" namespace holds a bridge; every host is a namespace of its own with one veth
 pair (``eth0`` inside the host, ``pN`` on the switch), its own address in ``10.77.0.0/24`` and
-its loopback up. Nothing is created in the machine's own namespace — the hosts cannot reach the
-outside world and nothing outside can reach them — so deleting the namespaces removes every
-interface, address and route; two test sessions never collide (namespace names carry the pid).
+its loopback up; processes started in host N see the host name ``hN`` (a UTS namespace each:
+Locust names workers after it, so run.json tells the hosts apart). Nothing is created in the
+machine's own namespace — the hosts cannot reach the outside world and nothing outside can
+reach them — so deleting the namespaces removes every interface, address and route; two test
+sessions never collide (namespace names carry the pid).
 
 ``cut()`` sets the host's switch port down: like pulling its cable, the host keeps its address
 and routes, and every packet to or from it is dropped (connects and reads time out; nothing is
 reset). ``restore()`` plugs it back and waits for the carrier.
 
-Processes are started with ``ip netns exec`` through the pdeath shim (``tests/procs.py``): they
-die with pytest even if it is killed, and the network stops them (and kills anything else still
-inside a namespace) before deleting the namespaces — on success, failure or Ctrl-C. Namespaces
+Processes are started with ``ip netns exec`` (``start`` waits for a LISTENING line, ``spawn``
+sends a long-running process's output to a file) through the pdeath shim (``tests/procs.py``):
+they die with pytest even if it is killed, and the network stops them (and kills anything else
+still inside a namespace) before deleting the namespaces — on success, failure or Ctrl-C. Namespaces
 left by a killed session are removed by the next one. Needs root and ``ip`` (iproute2):
 :func:`require` skips, or fails when ``ECHOSWARM_REQUIRE_SYSDEPS=1`` (CI).
 

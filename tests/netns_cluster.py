@@ -1,23 +1,26 @@
 """A distributed echoswarm run across namespace hosts, for the fault tests.
 
-    with netns.network(4, tmp_path) as net:
-        c = Cluster(net, tmp_path / "run")              # h0 master, h1 h2 workers, h3 servers
-        c.start_servers("tcp", "ws")
-        c.start_master(users=20, run_time="30s", transports="tcp,ws")
-        c.start_workers()
-        c.wait_running()
-        ...                                              # a fault: net.hosts[i].cut() / restore()
+    with netns.network(4, tmp_path) as net, Cluster(net, tmp_path / "run") as c:
+        c.start_servers("tcp", "ws")                    # h3
+        c.start_master(users=20, run_time="28s", transports="tcp,ws")   # h0
+        c.start_workers()                               # h1, h2
+        c.wait_spawned()
+        ...                                             # a fault: net.hosts[i].cut(), a kill
         rc = c.wait_master(60)
 
-Every process binds its own host's address (``10.77.0.N``), never 127.0.0.1, and is started
-with the project's own command lines (:mod:`echoswarm.orchestrate.commands`): the servers with
-``server_argv``, the master with ``master_argv`` (headless, ``--expect-workers``, results in
-``results``) and each worker with ``worker_argv`` pointing at the master's address. Each
-process's stdout and stderr go to one log file (``Proc.stderr_text()``).
+Every process binds its own host's address (``10.77.0.N``), never 127.0.0.1, and is started with
+the project's own command lines (:mod:`echoswarm.orchestrate.commands`) and the Locust options
+``python -m echoswarm run`` gives them (``--enable-rebalancing``, ``--exit-code-on-error 0``,
+``--master-timeout-s`` when asked). The workers run in the orchestrator's own
+:class:`~echoswarm.orchestrate.workers.WorkerPool` (one per worker host, so a replacement starts
+on the same host) under a :class:`~echoswarm.orchestrate.supervise.Supervisor`: a worker that
+exits non-zero while the master runs is replaced exactly as in a local run, once
+:meth:`Cluster.poll_exits` sees it (every wait here calls it, as the orchestrator's watch loop
+does). Servers and the master are started with :meth:`netns.Host.start`/``spawn``.
 
 Times are epoch seconds (``time.time()``): every namespace shares the machine's clock, so they
-compare directly with the epoch-ns stamps in ``events.parquet``. :meth:`Cluster.mark` notes a
-moment of the experiment (a cut, a restore) for the figures.
+compare directly with ``events.parquet`` and ``run.json``. :meth:`Cluster.mark` notes a moment
+of the experiment (a cut, a restore) for the figures.
 """
 
 from __future__ import annotations
@@ -29,9 +32,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 from echoswarm.orchestrate import commands
+from echoswarm.orchestrate.supervise import Child, Supervisor
+from echoswarm.orchestrate.workers import WorkerPool
 from tests import netns, procs
 
 LOCUSTFILE = "locustfiles/audio_stream.py"
@@ -39,9 +45,10 @@ MASTER_PORT = commands.DEFAULT_MASTER_PORT
 SERVER_PORTS = {"grpc": 50051, "ws": 8765, "tcp": 7777}
 SERVER_ARGS = {"grpc": [], "ws": ["--work", "none"], "tcp": ["--model", "asyncio"]}
 TARGET_OPTION = {"grpc": "--grpc-target", "ws": "--ws-url", "tcp": "--tcp-target"}
-
-
 _LOG_STAMP = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3})\]")
+SPAWNED = ("All users spawned", "Spawning is complete")
+
+Process = procs.Proc | Child
 
 
 class ClusterError(AssertionError):
@@ -56,9 +63,19 @@ class Cluster:
     results: Path
     servers: dict[str, procs.Proc] = field(default_factory=dict)
     master: procs.Proc | None = None
-    workers: list[procs.Proc] = field(default_factory=list)
+    pools: list[WorkerPool] = field(default_factory=list)
     marks: dict[str, float] = field(default_factory=dict)
     exits: dict[int, tuple[float, int]] = field(default_factory=dict)  # pid → (when, code)
+    sups: list[Supervisor] = field(default_factory=list)  # one per worker host (its log dir)
+
+    def __enter__(self) -> Cluster:
+        return self
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        for sup in self.sups:
+            sup.stop_all(timeout=10)  # the network then stops the rest
 
     @property
     def master_host(self) -> netns.Host:
@@ -71,6 +88,11 @@ class Cluster:
     @property
     def server_host(self) -> netns.Host:
         return self.net.hosts[-1]
+
+    @property
+    def workers(self) -> list[Child]:
+        """Every worker process started, replacements included, in start order."""
+        return sorted((c for sup in self.sups for c in sup.children), key=lambda c: c.started)
 
     # -- starting --------------------------------------------------------------------------
     def start_servers(self, *kinds: str) -> None:
@@ -103,49 +125,46 @@ class Cluster:
         return out
 
     def start_master(
-        self,
-        *,
-        users: int,
-        run_time: str,
-        transports: str,
-        spawn_rate: float | None = None,
-        workers: int | None = None,
-        extra: list[str] | None = None,
+        self, *, users: int, run_time: str, transports: str, extra: list[str] | None = None
     ) -> procs.Proc:
+        """The master, headless, with the Locust options ``python -m echoswarm run`` uses."""
         self.results.mkdir(parents=True, exist_ok=True)
         argv = commands.master_argv(
             LOCUSTFILE,
-            expect_workers=len(self.worker_hosts) if workers is None else workers,
+            expect_workers=len(self.worker_hosts),
             users=users,
-            spawn_rate=spawn_rate or users,
+            spawn_rate=users,
             run_time=run_time,
             results_dir=str(self.results),
             bind_host=self.master_host.addr,
             bind_port=MASTER_PORT,
-            extra=["--only-summary", "--transports", transports, *self.target_args(),
-                   *(extra or [])],
+            extra=["--only-summary", "--exit-code-on-error", "0", "--enable-rebalancing",
+                   "--transports", transports, *self.target_args(), *(extra or [])],
             python=procs.PYTHON,
         )  # fmt: skip
         self.master = self.master_host.spawn(argv, log="master")
         self.mark("master_started")
         return self.master
 
-    def start_worker(self, i: int, extra: list[str] | None = None) -> procs.Proc:
-        """A worker on worker host ``i`` (a replacement, too: the same host again)."""
-        argv = commands.worker_argv(
-            LOCUSTFILE,
-            master_host=self.master_host.addr,
-            master_port=MASTER_PORT,
-            extra=extra or [],
-            python=procs.PYTHON,
-        )
-        proc = self.worker_hosts[i].spawn(argv, log=f"worker{i}-{len(self.workers)}")
-        self.workers.append(proc)
-        return proc
-
     def start_workers(self, extra: list[str] | None = None) -> None:
-        for i in range(len(self.worker_hosts)):
-            self.start_worker(i, extra)
+        """One worker per worker host, each in a one-slot WorkerPool of its host."""
+        for host in self.worker_hosts:
+            argv = commands.worker_argv(
+                LOCUSTFILE,
+                master_host=self.master_host.addr,
+                master_port=MASTER_PORT,
+                extra=extra or [],
+                python=procs.PYTHON,
+            )
+            sup = Supervisor(self.net.tmp_path / f"{host.hostname}-workers", cwd=procs.ROOT)
+            pool = WorkerPool(sup, host.argv(argv), 1, say=lambda _text: None)
+            self.sups.append(sup)
+            pool.start()
+            self.pools.append(pool)
+
+    def worker_on(self, host: netns.Host) -> Child:
+        """The current worker process of ``host``'s pool."""
+        return self.pools[self.worker_hosts.index(host)].slots[0].child
 
     # -- watching --------------------------------------------------------------------------
     def mark(self, name: str) -> float:
@@ -153,38 +172,31 @@ class Cluster:
         return now
 
     def run_json(self) -> dict[str, Any] | None:
-        """The master's run.json as it is now (None before it exists or mid-rename)."""
+        """The master's run.json as it is now (None before it exists)."""
         try:
             data = json.loads((self.results / "run.json").read_text())
         except (OSError, ValueError):
             return None
         return data if isinstance(data, dict) else None
 
-    def live(self) -> dict[str, Any] | None:
-        try:
-            data = json.loads((self.results / "live.json").read_text())
-        except (OSError, ValueError):
-            return None
-        return data if isinstance(data, dict) else None
-
     def poll_exits(self) -> None:
-        """Note the moment each process is first seen ended (call it while waiting)."""
-        for proc in [
-            *self.servers.values(),
-            *self.workers,
-            *([self.master] if self.master else []),
-        ]:
+        """Note the moment each process is first seen ended, and hand exited workers to their
+        pool (replaced when they failed while the master runs: the orchestrator's rule)."""
+        master_alive = self.master is not None and self.master.popen.poll() is None
+        for pool in self.pools:
+            for child in pool.sup.exited():
+                pool.on_exit(child, time.time() - self.marks["master_started"], master_alive)
+        everyone: list[Process] = [*self.servers.values(), *self.workers]
+        if self.master is not None:
+            everyone.append(self.master)
+        for proc in everyone:
             if proc.pid not in self.exits:
                 rc = proc.popen.poll()
                 if rc is not None:
                     self.exits[proc.pid] = (time.time(), rc)
 
-    def exit_of(self, proc: procs.Proc) -> tuple[float, int] | None:
-        self.poll_exits()
-        return self.exits.get(proc.pid)
-
     def wait_until(self, condition: Callable[[], Any], timeout: float, what: str) -> Any:
-        """Poll ``condition`` (every 50 ms, noting exits) until it returns a truthy value."""
+        """Poll ``condition`` (every 50 ms, watching exits) until it returns a truthy value."""
         deadline = time.monotonic() + timeout
         while True:
             self.poll_exits()
@@ -197,18 +209,67 @@ class Cluster:
 
     def hold(self, seconds: float) -> float:
         """Let the experiment run for ``seconds`` (a phase of its schedule, e.g. a cut's
-        length — not a wait for a condition), noting exits meanwhile; returns the time."""
+        length — not a wait for a condition), watching exits meanwhile; returns the time."""
         until = time.time() + seconds
         self.wait_until(lambda: time.time() >= until, seconds + 5, f"{seconds:g}s to pass")
         return time.time()
 
+    def wait_spawned(self, timeout: float = 40.0) -> float:
+        """Until the master has spawned every user (its log says so); returns the time."""
+        assert self.master is not None
+        master = self.master
+        self.wait_until(
+            lambda: any(self.log_lines(master, s) for s in SPAWNED), timeout, "users spawned"
+        )
+        return self.mark("spawned")
+
+    def wait_full_load(self, per_s: float, timeout: float = 40.0) -> float:
+        """Until the master's live.json shows at least 90 % of ``per_s`` completions a second
+        (its rate covers the last report interval, so the load has been full for a few seconds
+        by then: a baseline before a fault); returns the time."""
+
+        def rate() -> bool:
+            try:
+                live = json.loads((self.results / "live.json").read_text())
+            except (OSError, ValueError):
+                return False
+            return float(live.get("rps") or 0.0) >= 0.9 * per_s
+
+        self.wait_until(rate, timeout, f"{0.9 * per_s:g} completions/s")
+        return self.mark("full_load")
+
+    def wait_master(self, timeout: float) -> int:
+        """The master's exit code (ClusterError with the logs if it is still running)."""
+        assert self.master is not None
+        master = self.master
+        self.wait_until(lambda: master.popen.poll() is not None, timeout, "the master exits")
+        return master.popen.wait()
+
+    def wait_exits(self, procs_: list[Child], timeout: float, what: str) -> None:
+        self.wait_until(lambda: all(p.poll() is not None for p in procs_), timeout, what)
+
+    def exit_time(self, proc: Process) -> float | None:
+        self.poll_exits()
+        seen = self.exits.get(proc.pid)
+        return seen[0] if seen else None
+
     def worker_entry(self, hostname: str) -> dict[str, Any] | None:
-        """The run.json entry of the (latest) worker on ``hostname``."""
+        """The run.json entry of the latest worker on ``hostname``."""
         run = self.run_json() or {}
         found = [w for w in run.get("workers", []) if w.get("host") == hostname]
         return found[-1] if found else None
 
-    def log_times(self, proc: procs.Proc, needle: str) -> list[float]:
+    # -- logs ------------------------------------------------------------------------------
+    @staticmethod
+    def log_text(proc: Process) -> str:
+        if isinstance(proc, Child):
+            return proc.stderr_path.read_text(errors="replace")
+        return proc.stderr_text()
+
+    def log_lines(self, proc: Process, needle: str) -> list[str]:
+        return [ln for ln in self.log_text(proc).splitlines() if needle in ln]
+
+    def log_times(self, proc: Process, needle: str) -> list[float]:
         """Epoch times of the Locust log lines of ``proc`` containing ``needle`` (Locust stamps
         lines ``[YYYY-mm-dd HH:MM:SS,mmm]`` in local time)."""
         out = []
@@ -219,42 +280,13 @@ class Cluster:
                 out.append(stamp + int(m.group(2)) / 1000)
         return out
 
-    def wait_running(self, timeout: float = 45.0) -> dict[str, Any]:
-        """Until every worker has reported samples to the master (run.json), i.e. the load is
-        flowing end to end; returns that run.json."""
-        n = len(self.worker_hosts)
-
-        def flowing() -> dict[str, Any] | None:
-            run = self.run_json()
-            if run is None:
-                return None
-            busy = [w for w in run.get("workers", []) if w.get("samples", 0) > 0]
-            return run if len(busy) >= n else None
-
-        run: dict[str, Any] = self.wait_until(flowing, timeout, f"{n} workers reporting samples")
-        return run
-
-    def wait_master(self, timeout: float) -> int:
-        """The master's exit code (ClusterError with the logs if it is still running)."""
-        assert self.master is not None
-        master = self.master
-        self.wait_until(lambda: master.popen.poll() is not None, timeout, "the master exits")
-        return master.popen.wait()
-
-    def wait_exits(self, proc_list: list[procs.Proc], timeout: float, what: str) -> None:
-        self.wait_until(lambda: all(p.popen.poll() is not None for p in proc_list), timeout, what)
-
     def logs(self, tail: int = 25) -> str:
         out = []
-        for name, proc in [
-            ("master", self.master),
-            *((f"worker {i}", w) for i, w in enumerate(self.workers)),
-        ]:
-            if proc is None:
-                continue
-            lines = proc.stderr_text().splitlines()[-tail:]
-            out.append(f"--- {name} (pid {proc.pid}, rc {proc.popen.poll()}):\n" + "\n".join(lines))
+        named: list[tuple[str, Process | None]] = [("master", self.master)]
+        named += [(w.name, w) for w in self.workers]
+        for name, proc in named:
+            if proc is not None:
+                lines = self.log_text(proc).splitlines()[-tail:]
+                out.append(f"--- {name} (pid {proc.pid}, rc {proc.popen.poll()}):")
+                out.extend(lines)
         return "\n".join(out)
-
-    def log_lines(self, proc: procs.Proc, needle: str) -> list[str]:
-        return [ln for ln in proc.stderr_text().splitlines() if needle in ln]
