@@ -15,7 +15,7 @@ Nothing here prints; the CLI (``python -m analysis``) does.
 
 from __future__ import annotations
 
-from analysis import plots
+from analysis import faults, plots
 from analysis.compare import compare
 from analysis.load import Run, load
 from analysis.report import write_report
@@ -34,6 +34,7 @@ __all__ = [
     "Run",
     "compare",
     "connect_table",
+    "faults",
     "instrument_table",
     "jitter_table",
     "lag_table",

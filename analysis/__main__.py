@@ -112,7 +112,7 @@ def _report(args: argparse.Namespace) -> int:
 
     run = load(args.results_dir)
     rep = write_report(run)
-    status = "" if run.complete else f"  [status: {run.status}]"
+    status = "" if run.complete else f"  [status: {run.status_text}]"
     print(f"{run.name}{status}")
     print(format_table(rep.summary))
     print(f"\nreport: {rep.html}  ({rep.markdown.name}, {len(rep.pngs)} plots)")
@@ -128,6 +128,9 @@ def _compare(args: argparse.Namespace) -> int:
     a, b = load(args.dir_a), load(args.dir_b)
     table = compare(a, b, args.threshold)
     print(f"A = {a.path}\nB = {b.path}   (ratio = B / A; threshold {args.threshold:.0%})")
+    for label, run in (("A", a), ("B", b)):
+        if not run.complete:  # a partial or crashed run is not a like-for-like comparison
+            print(f"note: {label} is {run.status_text}")
     print(format_table(side_by_side(table)))
     bad = regressions(table)
     if not bad.empty:

@@ -56,6 +56,16 @@ class Run:
     def complete(self) -> bool:
         return self.status == "complete"
 
+    @cached_property
+    def state(self) -> res.RunState:
+        """Finished, or still running — and then is its writer alive, or did it crash?"""
+        return res.run_state(self.run)
+
+    @property
+    def status_text(self) -> str:
+        """The status, and for a directory whose writer never finished, what it is and holds."""
+        return self.state.describe(self.status)
+
     @property
     def start_s(self) -> float | None:
         value = self.run.get("start_epoch_s")

@@ -14,6 +14,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from analysis import plots
+from analysis.faults import fault_lines, gap_table
 from analysis.load import Run
 from analysis.summaries import (
     cell,
@@ -51,13 +52,7 @@ def facts(run: Run) -> list[tuple[str, str]]:
     t = totals(run)
     workers = r.get("workers") or []
     lost = r.get("lost_workers") or []
-    status = run.status + (
-        ""
-        if run.complete
-        else "  (incomplete: the writer did not finish)"
-        if run.status == "running"
-        else ""
-    )
+    status = run.status_text
     out = [
         ("Scenario", str(r.get("scenario") or "?")),
         ("Status", status),
@@ -76,10 +71,18 @@ def facts(run: Run) -> list[tuple[str, str]]:
             f"{r.get('events_sample_rate', '?')}"
             + (" (thinned under load: see run.json)" if r.get("events_thinned") else ""),
         ),
+        ("Network path", _path(r)),
         ("summary.csv", _summary_check(r)),
         ("Git commit", str(r.get("git_commit") or "?")),
     ]
     return out
+
+
+def _path(r: dict[str, Any]) -> str:
+    w = r.get("wan")
+    if isinstance(w, dict):
+        return f"WAN emulated: {w.get('spec')} (user-space relay; see Faults and gaps)"
+    return "direct"
 
 
 def _summary_check(r: dict[str, Any]) -> str:
@@ -131,6 +134,7 @@ def write_report(run: Run) -> Report:
     instrument = instrument_section(run)
     sections: list[Section] = [
         ("Summary", table, []),
+        ("Faults and gaps", gap_table(run), fault_lines(run)),
         *([instrument] if instrument else []),
         ("Connect times", connect_table(run), []),
         ("Jitter of paced streams", jitter_table(run), []),

@@ -3,6 +3,7 @@
     python -m echoswarm run locustfiles/audio_stream.py --workers 2 -u 60 -t 30s \\
         --slo "grpc:bidi msg:p99<20ms" --slo "*:*:error_rate<0.1%" -- --mode paced
     python -m echoswarm demo        # the S000 comparison: gRPC vs WebSocket vs TCP, ~1 minute
+    python -m echoswarm run locustfiles/audio_stream.py -u 30 -t 30s --wan rtt=20ms,jitter=2ms
 
 Exit codes: 0 ok · 1 an SLO violated · 2 usage error · 3 run error · 4 completed but degraded
 (a worker was lost and replaced; results partial) · 130/143 interrupted.
@@ -14,11 +15,12 @@ import argparse
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
 from echoswarm import argtypes
-from echoswarm.orchestrate import config, slo
+from echoswarm.orchestrate import config, preflight, slo, wanpath
 from echoswarm.orchestrate.run import EXIT_USAGE, LocalRun, RunConfig
 from echoswarm.orchestrate.scenario import ScenarioError, read_servers
 
@@ -39,11 +41,39 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(EXIT_USAGE)
 
 
+# Validators of the numeric run options: the flags and the config file's values go through the
+# same ones (echoswarm.argtypes), so each has one bound and one message.
+BOUNDS: dict[str, Callable[[str], Any]] = {
+    "workers": argtypes.local_workers,
+    "users": argtypes.users,
+    "spawn_rate": argtypes.spawn_rate,
+    "web_port": argtypes.tcp_port,
+    "master_timeout_s": argtypes.float_between(1.0, 3600.0, " s"),
+}
+
+
 def _add_run_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--workers", type=int, default=None, help="Locust worker processes (2)")
-    p.add_argument("-u", "--users", type=int, default=None, help="peak concurrent users (10)")
-    p.add_argument("-r", "--spawn-rate", type=float, default=None, help="users started/s (10)")
-    p.add_argument("-t", "--time", default=None, help="run time, e.g. 30s, 2m, 1h (30s)")
+    p.add_argument(
+        "--workers",
+        type=BOUNDS["workers"],
+        default=None,
+        help=f"Locust worker processes (2; at most {argtypes.MAX_LOCAL_WORKERS})",
+    )
+    p.add_argument(
+        "-u",
+        "--users",
+        type=BOUNDS["users"],
+        default=None,
+        help=f"peak concurrent users (10; at most {argtypes.MAX_USERS:,})",
+    )
+    p.add_argument(
+        "-r",
+        "--spawn-rate",
+        type=BOUNDS["spawn_rate"],
+        default=None,
+        help=f"users started/s (10; at most {argtypes.MAX_SPAWN_RATE:,.0f})",
+    )
+    p.add_argument("-t", "--time", default=None, help="run time, e.g. 30s, 2m, 1h (30s; ≤ 24h)")
     p.add_argument("--results", type=Path, default=None, help="results directory to write")
     p.add_argument(
         "--slo",
@@ -53,12 +83,18 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
         help='objective, e.g. "grpc:bidi msg:p99<20ms" or "*:*:error_rate<0.1%%" (repeatable)',
     )
     p.add_argument("--web", action="store_true", default=None, help="serve Locust's web UI")
-    p.add_argument("--web-port", type=int, default=None, help="web UI port (8089)")
+    p.add_argument("--web-port", type=BOUNDS["web_port"], default=None, help="web UI port (8089)")
     p.add_argument("--no-report", dest="report", action="store_false", default=None)
     p.add_argument("--config", type=Path, default=None, help="echoswarm.toml or conf file")
     p.add_argument(
+        "--wan",
+        default=None,
+        metavar="SPEC",
+        help="reach the servers through the WAN emulator: rtt=20ms[,jitter=2ms][,rate=100mbit]",
+    )
+    p.add_argument(
         "--master-timeout-s",
-        type=argtypes.float_between(1.0, 3600.0, " s"),
+        type=BOUNDS["master_timeout_s"],
         default=None,
         help="workers quit this long after the master goes silent (Locust's default: 60)",
     )
@@ -83,14 +119,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_time(text: str) -> float:
     """Locust's run-time syntax (``90``, ``30s``, ``2m``, ``1h30m``) → seconds."""
+    given = text
     text = text.strip().lower()
     if re.fullmatch(r"\d+", text):
-        return float(text)
+        text += "s"
     m = re.fullmatch(r"(?:(\d+)h)?\s*(?:(\d+)m)?\s*(?:(\d+)s)?", text)
     if not text or not m or not any(m.groups()):
-        raise UsageError(f"bad run time {text!r} (use e.g. 30s, 2m, 1h30m)")
+        raise UsageError(f"bad run time {given!r} (use e.g. 30s, 2m, 1h30m)")
     h, mnt, s = (int(g) if g else 0 for g in m.groups())
-    return float(h * 3600 + mnt * 60 + s)
+    seconds = float(h * 3600 + mnt * 60 + s)
+    if not 1 <= seconds <= argtypes.MAX_RUN_SECONDS:
+        raise UsageError(f"run time {given!r} is outside 1s..24h")
+    return seconds
 
 
 def make_config(ns: argparse.Namespace, extra: list[str], argv: list[str]) -> RunConfig:
@@ -100,7 +140,14 @@ def make_config(ns: argparse.Namespace, extra: list[str], argv: list[str]) -> Ru
     def pick(key: str, flag: Any) -> Any:
         if flag is not None:
             return flag
-        return file_opts.get(key, defaults.get(key))
+        value = file_opts.get(key, defaults.get(key))
+        check = BOUNDS.get(key)
+        if check is not None and key in file_opts and value is not None:
+            try:  # the file's value gets the flag's bound and message
+                value = check(str(value))
+            except argparse.ArgumentTypeError as exc:
+                raise UsageError(f"{key.replace('_', '-')} in the config file: {exc}") from None
+        return value
 
     locustfile = DEMO_LOCUSTFILE if ns.command == "demo" else ns.locustfile
     if locustfile is None:
@@ -111,23 +158,16 @@ def make_config(ns: argparse.Namespace, extra: list[str], argv: list[str]) -> Ru
     if not locustfile.is_file():
         raise UsageError(f"locustfile not found: {locustfile}")
     workers, users = pick("workers", ns.workers), pick("users", ns.users)
-    if int(workers) < 1:
-        raise UsageError("--workers must be at least 1")
-    if int(users) < 1:
-        raise UsageError("--users must be at least 1")
     spawn_rate = float(pick("spawn_rate", ns.spawn_rate))
-    if spawn_rate <= 0:
-        raise UsageError("--spawn-rate must be > 0")
     run_time = str(pick("time", ns.time))
     seconds = parse_time(run_time)
-    if seconds <= 0:
-        raise UsageError("--time must be > 0")
     slo_texts = (file_opts.get("slo") or []) + (ns.slo or [])
     try:
         slos = slo.parse_all(slo_texts)
     except slo.SLOError as exc:
         raise UsageError(str(exc)) from None
     results = pick("results", ns.results)
+    wan_text = pick("wan", ns.wan)
     return RunConfig(
         locustfile=locustfile,
         workers=int(workers),
@@ -143,6 +183,7 @@ def make_config(ns: argparse.Namespace, extra: list[str], argv: list[str]) -> Ru
         report=pick("report", ns.report) is not False,
         argv=argv,
         master_timeout_s=pick("master_timeout_s", ns.master_timeout_s),
+        wan=wanpath.parse(str(wan_text)) if wan_text else None,
     )
 
 
@@ -166,10 +207,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = make_config(ns, extra, argv)
         read_servers(cfg.locustfile)  # a malformed declaration is a usage error, before start
-    except (UsageError, config.ConfigError, ScenarioError) as exc:
+        # Locust loads the file (users? arguments?) before anything is started or created.
+        preflight.user_classes(cfg.locustfile, cfg.locust_args)
+        run = LocalRun(cfg)
+        preflight.make_results_dir(run.results)
+    except (
+        UsageError,
+        config.ConfigError,
+        ScenarioError,
+        preflight.PreflightError,
+        wanpath.WanUsageError,
+    ) as exc:
         sys.stderr.write(f"{prog}: error: {exc}\n")
         return EXIT_USAGE
-    run = LocalRun(cfg)
     code = run.execute()
     if ns.command == "demo" and (run.results / "summary.csv").exists():
         table = subprocess.run(

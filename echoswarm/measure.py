@@ -20,13 +20,30 @@ nanoseconds for timelines that must line up across workers (:func:`to_epoch_ns`)
 from __future__ import annotations
 
 import itertools
+import os
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+
+def _test_clock_skew_ns() -> int:
+    """TESTING KNOB, never for real runs: ``ECHOSWARM_TEST_CLOCK_SKEW_MS=3000`` makes this
+    process's wall clock read that far ahead (its epoch mapping and :func:`epoch_ns`), as a
+    worker on a host with a wrong clock would. Tests use it to check that the master measures a
+    worker's clock offset and aligns its timelines; latencies never change (monotonic only)."""
+    text = os.environ.get("ECHOSWARM_TEST_CLOCK_SKEW_MS", "").strip()
+    if not text:
+        return 0
+    try:
+        return int(float(text) * 1_000_000)
+    except ValueError:
+        raise SystemExit(f"ECHOSWARM_TEST_CLOCK_SKEW_MS={text!r} is not a number") from None
+
+
+_SKEW_NS = _test_clock_skew_ns()
 # Monotonic → epoch offset, read once. Timelines use it; latencies never do.
-_EPOCH_OFFSET_NS = time.time_ns() - time.monotonic_ns()
+_EPOCH_OFFSET_NS = time.time_ns() - time.monotonic_ns() + _SKEW_NS
 
 now_ns: Callable[[], int] = time.monotonic_ns
 """The one clock: monotonic nanoseconds."""
@@ -38,8 +55,9 @@ def to_epoch_ns(mono_ns: int) -> int:
 
 
 def epoch_ns() -> int:
-    """Current time as Unix epoch nanoseconds (for run metadata, never for latencies)."""
-    return time.time_ns()
+    """Current time as Unix epoch nanoseconds (for run metadata and clock offsets, never for
+    latencies)."""
+    return time.time_ns() + _SKEW_NS
 
 
 NO_SEQ = -1

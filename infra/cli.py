@@ -14,7 +14,7 @@ from typing import Any, NoReturn
 
 import botocore.exceptions
 
-from echoswarm.argtypes import float_between
+from echoswarm.argtypes import MAX_SPAWN_RATE, MAX_USERS, float_between, int_between
 from infra import interrupt, prices, state, tarball
 from infra.aws import Cloud, check_region, error_text, progress
 from infra.spec import (
@@ -37,25 +37,9 @@ from infra.spec import (
     parse_servers,
 )
 
-# Bounds of `run`'s flags: far beyond any sane test, small enough to catch a typo.
-MAX_USERS = 1_000_000
-MAX_SPAWN_RATE = 100_000.0
+# Bounds of `run`'s flags (MAX_USERS, MAX_SPAWN_RATE: echoswarm.argtypes, shared with the local
+# orchestrator): far beyond any sane test, small enough to catch a typo.
 MAX_OLDER_THAN_DAYS = 3650
-
-
-def int_between(lo: int, hi: int) -> Any:
-    """argparse type: a whole number in ``lo..hi`` (one-line reason otherwise)."""
-
-    def check(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-        if not lo <= value <= hi:
-            raise argparse.ArgumentTypeError(f"{value} is outside {lo}..{hi}")
-        return value
-
-    return check
 
 
 def run_time(text: str) -> str:

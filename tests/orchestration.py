@@ -80,6 +80,14 @@ class Orchestrator:
         self.out.seek(0)
         return self.out.read()
 
+    def assert_no_leftovers_within(self, timeout: float) -> None:
+        """Every child gone within ``timeout`` (after the orchestrator itself was killed)."""
+        deadline = time.monotonic() + timeout
+        while any(psutil.pid_exists(p) and _not_zombie(p) for p in self.seen):
+            assert time.monotonic() < deadline, "children outlived their orchestrator"
+            time.sleep(0.1)  # polling with a deadline
+        self.assert_no_leftovers()
+
     def assert_no_leftovers(self) -> None:
         alive = [p for p in self.seen if psutil.pid_exists(p) and _not_zombie(p)]
         assert not alive, f"children still running: {alive}"

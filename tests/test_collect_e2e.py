@@ -258,4 +258,6 @@ def test_ctrl_c_on_the_master_collects_the_workers_last_reports(tmp_path: Path) 
         worker.stop()
     _check_consistent(run_dir, run_dir / "locust.json")
     run = read_run(run_dir)
-    assert run["status"] == "complete" and run["workers"][0]["final_report"]
+    # everything collected, but cut short of its 60 s: interrupted, not complete
+    assert run["status"] == "interrupted" and run["workers"][0]["final_report"]
+    assert run["ended_by"] == "shutdown" and run["planned_duration_s"] == 60

@@ -62,7 +62,8 @@ def test_audio_stream_end_to_end(tmp_path: Path, orchestrate: Orchestrate) -> No
     for name in ("run.json", "events.parquet", "report.html", "locust_stats.csv"):
         assert (results / name).exists(), name
     run = json.loads((results / "run.json").read_text())
-    assert run["status"] == "complete"
+    assert run["status"] == "complete" and run["ended_by"] == "run_time"
+    assert run["planned_duration_s"] == 10 and run["cut_short_s"] == 0
     assert "PASS" in out and "FAIL" not in out
     o.assert_no_leftovers()
 
@@ -136,9 +137,16 @@ def test_a_killed_worker_is_replaced_and_the_load_recovers(
     # the last whole seconds ran at the full rate again
     from analysis import load
 
-    timeline = load(results).timeline
-    msg = timeline[timeline["name"] == "msg"].sort_values("time")
+    loaded = load(results)
+    msg = loaded.timeline[loaded.timeline["name"] == "msg"].sort_values("time")
     assert (msg["count"].iloc[-4:-1] >= 0.85 * users * per_user_s).all(), msg.tail()
+    # the report's "Faults and gaps": the gap, the process and its replacement, the reconnects
+    from analysis import faults
+
+    assert len(faults.gap_table(loaded)) == 1
+    lines = faults.fault_lines(loaded)
+    assert any("exited with code -9" in ln and "replaced by worker-" in ln for ln in lines)
+    assert any(ln.startswith("tcp connect: ") for ln in lines), lines  # the rebalance
     o.assert_no_leftovers()
 
 
@@ -150,7 +158,7 @@ def _elapsed(results: Path) -> float:
 
 
 @pytest.mark.timeout(120)
-def test_sigint_gives_partial_results_and_no_orphans(
+def test_sigint_gives_interrupted_results_and_no_orphans(
     tmp_path: Path, orchestrate: Orchestrate
 ) -> None:
     results = tmp_path / "run"
@@ -163,9 +171,74 @@ def test_sigint_gives_partial_results_and_no_orphans(
     rc = o.wait(60)
     assert rc == 130, o.output()
     run = json.loads((results / "run.json").read_text())
-    assert run["status"] == "partial"
+    assert run["status"] == "interrupted"
     assert run["orchestrator"]["interrupted_by"] == "SIGINT"
+    assert run["planned_duration_s"] == 60 and run["duration_s"] < 30
+    assert run["ended_by"] == "shutdown" and run["cut_short_s"] > 30
     assert (results / "summary.csv").exists()
+    o.assert_no_leftovers()
+
+
+@pytest.mark.timeout(120)
+def test_killed_orchestrator_leaves_an_interrupted_run(
+    tmp_path: Path, orchestrate: Orchestrate
+) -> None:
+    """Issue 11 item 15: SIGKILL the orchestrator mid-run. Its children get SIGTERM (pdeath);
+    the master finalizes — as interrupted, with the planned and the actual duration."""
+    results = tmp_path / "run"
+    o = orchestrate(
+        _argv(results, AUDIO, *"--workers 1 -u 4 -t 30s --no-report -- --transports tcp".split())
+    )
+    o.wait_for(lambda: _elapsed(results) >= 3.0, "3 s of load")
+    o.children()
+    o.popen.kill()
+    o.popen.wait(timeout=10)
+    run_json = results / "run.json"
+    deadline = time.monotonic() + 45
+    while read_json(run_json)["status"] == "running":  # the master finalizing on SIGTERM
+        assert time.monotonic() < deadline, "the master never finalized"
+        time.sleep(0.2)  # polling with a deadline
+    run = read_json(run_json)
+    assert run["status"] == "interrupted", run["status"]
+    assert run["planned_duration_s"] == 30 and 2 < run["duration_s"] < 20
+    assert run["ended_by"] == "shutdown" and run["cut_short_s"] > 10
+    assert run["count"] > 0 and "orchestrator" not in run  # it never got to annotate
+    o.assert_no_leftovers_within(30)
+
+
+@pytest.mark.timeout(120)
+def test_wan_run_adds_the_round_trip_to_every_message(
+    tmp_path: Path, orchestrate: Orchestrate
+) -> None:
+    """Issue 13 item 1: --wan rtt=20ms puts one relay in front of every server: each
+    transport's message p50 is the round trip plus what loopback takes (under 1 ms here, a few
+    on a loaded machine); gRPC's and WebSocket's connect take ≥ 2 × rtt; raw TCP's connect
+    cannot be delayed by a user-space relay, and the report says so."""
+    results = tmp_path / "run"
+    rtt = 20.0
+    o = orchestrate(
+        _argv(results, AUDIO, *f"--workers 1 -u 3 -r 3 -t 5s --wan rtt={rtt:g}ms".split())
+    )
+    rc = o.wait(90)
+    assert rc == 0, o.output()
+    rows = _summary(results)
+    for key in (("grpc", "bidi msg"), ("ws", "msg"), ("tcp", "msg")):
+        p50 = float(rows[key]["p50_ms"])
+        assert rtt <= p50 <= rtt + 8.0, (key, p50)
+    for key in (("grpc", "connect"), ("ws", "connect")):
+        assert float(rows[key]["min_ms"]) >= 2 * rtt, (key, rows[key])
+    assert float(rows[("tcp", "connect")]["max_ms"]) < rtt  # the kernel's handshake
+    run = read_json(results / "run.json")
+    wan = run["wan"]
+    assert wan["spec"] == "rtt=20ms" and wan["rtt_ms"] == rtt and wan["rate_bps"] is None
+    assert [p["server"] for p in wan["pairs"]] == ["grpc", "ws", "tcp"]
+    assert all(p["listen"] != p["target"] for p in wan["pairs"])
+    assert wan["stats"]["connections"] >= 3 and wan["stats"]["bytes_up"] > 0
+    assert (results / wan["stats_file"]).is_file()
+    report = (results / "report.md").read_text()
+    assert "**Network path**: WAN emulated: rtt=20ms" in report
+    assert "WAN path rtt=20ms through one user-space relay" in report
+    assert "raw TCP's connect row does not include the emulated path" in report
     o.assert_no_leftovers()
 
 
@@ -191,8 +264,11 @@ def test_server_that_cannot_start_fails_with_its_error(tmp_path: Path) -> None:
     lf = tmp_path / "broken.py"
     lf.write_text(
         "import locust\n"
+        "from echoswarm.users import TcpUser\n"
         'ECHOSWARM_SERVERS = [{"kind": "tcp", "option": "--tcp-target",'
         ' "args": ["--model", "no-such-model"]}]\n'
+        "class Tcp(TcpUser):\n"
+        '    pattern = "stream"\n'
     )
     proc = subprocess.run(
         _argv(tmp_path / "run", str(lf)),
@@ -204,3 +280,7 @@ def test_server_that_cannot_start_fails_with_its_error(tmp_path: Path) -> None:
     )
     assert proc.returncode == 3
     assert "exited with code 2 before listening" in proc.stderr
+    # the directory it created says what happened (the master never wrote a run.json)
+    run = read_json(tmp_path / "run" / "run.json")
+    assert run["status"] == "failed"
+    assert "exited with code 2 before listening" in run["failure_reason"]

@@ -43,6 +43,7 @@ KEYS: dict[str, type] = {
     "locust_args": list,
     "report": bool,
     "master_timeout_s": float,
+    "wan": str,
 }
 
 
@@ -59,9 +60,13 @@ def load(path: Path | None) -> dict[str, Any]:
             raise ConfigError(f"config file not found: {path}")
         return {}
     try:
-        text = path.read_text()
+        text = path.read_bytes().decode("utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})"
+        ) from None
     raw = _parse_toml(path, text) if path.suffix == ".toml" else _parse_conf(path, text)
     return {key: _coerce(path, key, value) for key, value in raw.items()}
 

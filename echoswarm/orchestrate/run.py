@@ -10,8 +10,9 @@ command lines (:mod:`echoswarm.orchestrate.commands`). Flow:
 3. watch: a progress line from the master's ``live.json``; a dead server fails the run at once
    (exit 3); a worker that dies mid-run is replaced and the master rebalances the users onto
    the replacement (:mod:`echoswarm.orchestrate.workers`; the run ends "degraded", exit 4);
-   Ctrl-C/SIGTERM stop the run gracefully (results finalized; exit 130/143); a second Ctrl-C
-   kills;
+   Ctrl-C/SIGTERM stop the run gracefully (results finalized, ``interrupted``; exit 130/143);
+   a second Ctrl-C kills; if this process is killed, its children get SIGTERM (pdeath) and the
+   master finalizes the run as ``interrupted`` (cut short of its planned duration);
 4. afterwards: every child stopped (master first, so it collects the workers' last reports),
    the report written, the summary and SLO verdicts printed.
 
@@ -34,10 +35,11 @@ from typing import Any
 from echoswarm import hdr
 from echoswarm import results as results_mod
 from echoswarm.measure import epoch_ns
-from echoswarm.orchestrate import commands, progress, slo
+from echoswarm.orchestrate import commands, progress, slo, wanpath
 from echoswarm.orchestrate.scenario import ServerSpec, read_servers
 from echoswarm.orchestrate.supervise import Child, ChildError, Supervisor, free_port, wait_tcp
 from echoswarm.orchestrate.workers import WorkerPool
+from echoswarm.wan import WanSpec
 
 EXIT_OK, EXIT_SLO, EXIT_USAGE, EXIT_RUN, EXIT_DEGRADED = 0, 1, 2, 3, 4
 EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
@@ -62,6 +64,7 @@ class RunConfig:
     # e.g. {"tcp": ["--model", "epoll"]} for one cell of a sweep.
     server_overrides: dict[str, list[str]] = field(default_factory=dict)
     master_timeout_s: float | None = None  # workers quit this long after the master goes silent
+    wan: WanSpec | None = None  # the servers are reached through the WAN relay (--wan)
     max_worker_restarts: int | None = None  # None: two per worker
 
 
@@ -84,7 +87,9 @@ class LocalRun:
         )
         self.sup = Supervisor(self.results / "logs")
         self.pool: WorkerPool | None = None
+        self.wan: wanpath.WanPath | None = None
         self.stopping = False  # no worker is replaced once the run is being stopped
+        self.failure = ""  # why the run failed (one line), for run.json
         self.signal_received: int | None = None
         self.events: list[dict[str, Any]] = []  # children that died, for run.json
         self.t0 = time.monotonic()
@@ -100,7 +105,11 @@ class LocalRun:
 
     def execute(self) -> int:
         servers = read_servers(self.cfg.locustfile)  # ScenarioError → usage error in __main__
-        self.results.mkdir(parents=True, exist_ok=True)
+        try:
+            self.results.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            self._say(f"error: cannot create {self.results}: {exc.strerror or exc}", err=True)
+            return EXIT_USAGE
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         master: Child | None = None
         code = EXIT_OK
@@ -114,6 +123,7 @@ class LocalRun:
                 self._say(f"\n{signal.Signals(self.signal_received or 2).name}: stopping the run…")
             except (ChildError, RunError) as exc:
                 self._say(f"error: {exc}", err=True)
+                self.failure = str(exc)
                 code = EXIT_RUN
             finally:
                 # Ignore further signals while stopping: cleanup must finish.
@@ -127,8 +137,9 @@ class LocalRun:
 
     # -- start -----------------------------------------------------------------------------
     def _start_servers(self, specs: list[ServerSpec]) -> list[str]:
-        """Start every declared server; returns the Locust args passing their addresses."""
-        args: list[str] = []
+        """Start every declared server (and the WAN relay in front of them with ``--wan``);
+        returns the Locust args passing the addresses the users are to reach."""
+        started: list[tuple[str, int, Child]] = []
         for spec in specs:
             child = self.sup.start(
                 f"server-{spec.label}",
@@ -141,10 +152,29 @@ class LocalRun:
             )
             host, port = self.sup.wait_listening(child)
             wait_tcp(host, port)
+            started.append((host, port, child))
+        addresses = [(host, port) for host, port, _child in started]
+        if self.cfg.wan is not None and specs:
+            self.wan, addresses = wanpath.start(
+                self.sup,
+                self.cfg.wan,
+                [
+                    (spec.label, host, port)
+                    for spec, (host, port, _c) in zip(specs, started, strict=True)
+                ],
+                self.results,
+            )
+            self._say(
+                f"wan      {self.cfg.wan.contract()}  (relay pid {self.wan.child.pid}, "
+                f"one link for {len(specs)} server(s))"
+            )
+        args: list[str] = []
+        for spec, (host, port), (_h, _p, child) in zip(specs, addresses, started, strict=True):
             if spec.kind == "grpc":
-                _grpc_health(host, port)
+                _grpc_health(host, port)  # through the relay too: the path works end to end
             value = commands.target_value(spec.kind, host, port)
-            self._say(f"server {spec.label:<8} {value}  (pid {child.pid})")
+            via = " via the WAN relay" if self.wan is not None else ""
+            self._say(f"server {spec.label:<8} {value}  (pid {child.pid}){via}")
             args += [spec.option, value]
         return args
 
@@ -184,7 +214,10 @@ class LocalRun:
         self.pool = WorkerPool(
             self.sup,
             commands.worker_argv(
-                str(cfg.locustfile), master_port=master_port, extra=[*targets, *timeout]
+                str(cfg.locustfile),
+                master_port=master_port,
+                # exit 0 when told to quit even after user errors: non-zero then means a crash
+                extra=[*targets, *timeout, "--exit-code-on-error", "0"],
             ),
             cfg.workers,
             max_restarts=cfg.max_worker_restarts,
@@ -215,7 +248,8 @@ class LocalRun:
                 line.done()
                 if rc == 2 and not live.exists():
                     # Locust's own usage error (e.g. a bad extra argument after --).
-                    self._say(f"error: locust: {master.last_lines(1)}", err=True)
+                    self.failure = f"locust: {master.last_lines(1)}"
+                    self._say(f"error: {self.failure}", err=True)
                     return EXIT_USAGE
                 if rc != 0:  # failures do not count: the master runs with --exit-code-on-error 0
                     raise RunError(f"locust master exited with code {rc}: {master.last_lines()}")
@@ -322,12 +356,22 @@ class LocalRun:
             "lost_workers": [r["child"] for r in (self.pool.lost if self.pool else [])],
             "workers": self.pool.as_json() if self.pool else None,
         }
-        if self.signal_received is not None:
+        if self.signal_received is not None and data.get("status") not in (None, "running"):
+            # Stopped by the user before its end: the master finalized what there was.
             orchestrator["interrupted_by"] = signal.Signals(self.signal_received).name
-            data["status"] = "partial"
-        elif code == EXIT_RUN:
+            data["status"] = "interrupted"
+        elif self.signal_received is not None:  # stopped before the master wrote results
+            name = signal.Signals(self.signal_received).name
+            orchestrator["interrupted_by"] = name
+            data["status"] = "interrupted"
+            data.setdefault("failure_reason", f"{name} before the master finalized its results")
+        elif code in (EXIT_RUN, EXIT_USAGE) or data.get("status") in (None, "running"):
+            # The master never wrote a final status (it failed, or never started): say so.
             data["status"] = "failed"
+            data.setdefault("failure_reason", self.failure or _no_final_status(data))
         data["orchestrator"] = orchestrator
+        if self.wan is not None:
+            data["wan"] = self.wan.as_json()
         tmp = path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(data, indent=2, default=str))
         tmp.replace(path)
@@ -351,6 +395,12 @@ class LocalRun:
         stream = sys.stderr if err else self.out
         stream.write(text + "\n")
         stream.flush()
+
+
+def _no_final_status(data: dict[str, Any]) -> str:
+    if not data:
+        return "the Locust master wrote no run.json (see logs/master.log)"
+    return "the Locust master ended without finalizing its results (see logs/master.log)"
 
 
 def judge(results: Path, slos: list[slo.SLO]) -> list[slo.Verdict]:

@@ -15,6 +15,7 @@ its address to Locust as ``OPTION VALUE``.
 from __future__ import annotations
 
 import ast
+import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,15 +43,23 @@ class ServerSpec:
 def read_servers(locustfile: Path) -> list[ServerSpec]:
     """The servers a locustfile declares (empty if it declares none)."""
     try:
-        source = locustfile.read_text()
+        data = locustfile.read_bytes()
     except FileNotFoundError:
         raise ScenarioError(f"locustfile not found: {locustfile}") from None
     except OSError as exc:
         raise ScenarioError(f"cannot read locustfile {locustfile}: {exc.strerror}") from None
+    try:  # as Python reads source: UTF-8 unless a coding line says otherwise
+        source = importlib.util.decode_source(data)
+    except (UnicodeDecodeError, SyntaxError, LookupError) as exc:
+        raise ScenarioError(
+            f"{locustfile}: not readable as Python source ({_why(exc, data)}); save it as UTF-8"
+        ) from None
     try:
         tree = ast.parse(source, filename=str(locustfile))
     except SyntaxError as exc:
         raise ScenarioError(f"{locustfile}:{exc.lineno}: syntax error: {exc.msg}") from None
+    except ValueError as exc:  # e.g. a NUL byte
+        raise ScenarioError(f"{locustfile}: not Python source ({exc})") from None
     for node in tree.body:
         targets = []
         if isinstance(node, ast.Assign):
@@ -60,12 +69,23 @@ def read_servers(locustfile: Path) -> list[ServerSpec]:
         if any(isinstance(t, ast.Name) and t.id == DECLARATION for t in targets):
             try:
                 raw = ast.literal_eval(value)
-            except ValueError:
+            except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+                # TypeError: a literal that cannot be built, e.g. a list as a dict key
                 raise ScenarioError(
                     f"{locustfile}: {DECLARATION} must be a literal list of dicts"
                 ) from None
             return _specs(locustfile, raw)
     return []
+
+
+def _why(exc: Exception, data: bytes) -> str:
+    if isinstance(exc, UnicodeDecodeError):
+        return f"byte 0x{exc.object[exc.start]:02x} at offset {exc.start} is not {exc.encoding}"
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as bad:  # the tokenizer's "invalid ... encoding declaration"
+        return f"byte 0x{data[bad.start]:02x} at offset {bad.start} is not UTF-8"
+    return str(exc)
 
 
 def _specs(locustfile: Path, raw: object) -> list[ServerSpec]:

@@ -18,11 +18,12 @@ from typing import Any
 import gevent
 import gevent.lock
 from locust.env import Environment
-from locust.runners import WORKER_REPORT_INTERVAL
+from locust.runners import STATE_RUNNING, STATE_SPAWNING, WORKER_REPORT_INTERVAL
 
 from echoswarm import hdr
 from echoswarm.measure import epoch_ns, now_ns
 from echoswarm.plugins import compat
+from echoswarm.plugins.clock import MasterClock, align_batch, align_report
 from echoswarm.plugins.recording import (
     DEFAULT_MAX_EVENTS_PER_S,
     REPORT_KEY,
@@ -35,6 +36,7 @@ from echoswarm.results.gaps import WorkerView, gap_records
 
 log = logging.getLogger("echoswarm.plugins")
 WATCH_S = 0.25  # how often the master looks at its workers' heartbeat state
+END_TOLERANCE_S = 1.0  # a test this close to its planned duration ran it (the timer's slack)
 
 
 class Writing:
@@ -56,6 +58,7 @@ class Writing:
         self._missing_since: dict[str, float] = {}  # heartbeats stopped (first seen)
         self._healed: dict[str, float] = {}  # heartbeats came back after that
         self._watcher: gevent.Greenlet | None = None
+        self._shutdown_while_running = False  # Locust shut down (a signal) mid-test
         self._drained = False
         self._drain_timed_out: list[str] = []
         self._recent: dict[hdr.Row, float] = {}
@@ -65,7 +68,10 @@ class Writing:
         ev.test_start.add_listener(self.on_test_start)
         ev.test_stop.add_listener(self.on_test_stop)
         ev.quit.add_listener(self.on_quit)
+        ev.quitting.add_listener(self.on_quitting)
+        self.clock: MasterClock | None = None
         if self.master:
+            self.clock = MasterClock(environment)
             ev.worker_report.add_listener(self.on_worker_report)
             ev.worker_connect.add_listener(self.on_worker_connect)
             compat.wrap_quit(self.runner, self._drain_before_quit)
@@ -79,7 +85,16 @@ class Writing:
         if report is None:
             return
         index = self.runner.get_worker_index(client_id)
+        shift = 0
+        if self.clock is not None and (report.get("hist") or report.get("events")):
+            # onto the master's clock: seconds now, the decoded event batch just after
+            shift = self.clock.shift_ns(client_id)
+            report = align_report(report, self.clock.shift_s(client_id))
+        first_new = len(self.agg.batches)
         self.agg.merge(client_id, index, report, self._now_s())
+        if shift:
+            for i in range(first_new, len(self.agg.batches)):
+                self.agg.batches[i] = align_batch(self.agg.batches[i], shift)
 
     def on_test_start(self, **_kw: Any) -> None:
         now = self._now_s()
@@ -100,6 +115,14 @@ class Writing:
 
     def on_quit(self, **_kw: Any) -> None:
         self.finalize()
+
+    def on_quitting(self, **_kw: Any) -> None:
+        # Locust fires ``quitting`` in reverse order of registration: this listener runs before
+        # the runner's own, so the state is still the test's. The run time and autostop quit
+        # the runner (stopped) before ``quitting``; SIGTERM, SIGINT and Ctrl-C shut Locust down
+        # while it runs.
+        if str(self.runner.state) in (STATE_SPAWNING, STATE_RUNNING):
+            self._shutdown_while_running = True
 
     def _tick_loop(self) -> None:
         while True:
@@ -148,12 +171,45 @@ class Writing:
         self._note_missing()
         self.writer.flush_intervals(self.agg)  # every second counted before the gaps are
         fields = self._run_fields(final=True)
+        fields.update(self._ending(now))
         degraded = fields["lost_workers"] or fields["gaps"]
-        status = "failed" if not started else "partial" if degraded else "complete"
+        status = (
+            "failed"
+            if not started
+            else "interrupted"
+            if fields["ended_by"] == "shutdown" and fields["cut_short_s"]
+            else "partial"
+            if degraded
+            else "complete"
+        )
         if not started:
             fields["failure_reason"] = "no test was started"
         self._update_recent(now)
         self.writer.finalize(self.agg, now, self._duration(now), self.snapshot(), fields, status)
+
+    def _ending(self, now: float) -> dict[str, Any]:
+        """How the test ended, against its planned duration (Locust's ``--run-time``).
+
+        ``ended_by``: ``run_time`` (it ran its planned time), ``stopped`` (stopped earlier by
+        Locust itself: every user done — :mod:`echoswarm.plugins.autostop` — or the web UI's
+        stop), ``shutdown`` (Locust shut down while the test ran: SIGTERM, SIGINT, Ctrl-C; a run
+        so cut short of its planned time is ``interrupted``)."""
+        planned = getattr(self.env.parsed_options, "run_time", None)
+        planned_s = float(planned) if planned else None
+        duration = self._duration(now)
+        short = max(0.0, planned_s - duration) if planned_s is not None else 0.0
+        cut_short = short if short > max(END_TOLERANCE_S, 0.02 * (planned_s or 0.0)) else 0.0
+        if self._shutdown_while_running:
+            ended_by = "shutdown"
+        elif planned_s is not None and not cut_short:
+            ended_by = "run_time"
+        else:
+            ended_by = "stopped"
+        return {
+            "planned_duration_s": planned_s,
+            "ended_by": ended_by,
+            "cut_short_s": cut_short if ended_by == "shutdown" else 0.0,
+        }
 
     # -- master quit: wait for the final reports ---------------------------------------------
     def _drain_before_quit(self) -> None:
@@ -295,6 +351,8 @@ class Writing:
                 else {"id": wid, "index": None, "reports": 0, "final_report": False}
             )
             entry["connected_utc"] = self._connected.get(wid)
+            if self.clock is not None:
+                entry.update(self.clock.worker_fields(wid))
             entry["missing_since_utc"] = self._missing_since.get(wid)
             entry["healed_utc"] = self._healed.get(wid)
             lost_reason = ""
@@ -325,6 +383,7 @@ class Writing:
             and min(rates) < float(option(self.env, "events_sample_rate", 1.0)),
             "problems": list(self.agg.problems),
             "gaps": self._gaps(workers),
+            "clock_warnings": [w["clock_warning"] for w in workers if w.get("clock_warning")],
         }
 
     def _gaps(self, workers: list[dict[str, Any]]) -> list[dict[str, Any]]:

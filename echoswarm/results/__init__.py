@@ -24,11 +24,13 @@ from echoswarm.results.layout import (
     json_safe,
 )
 from echoswarm.results.reader import (
+    RunState,
     load_histograms,
     read_events,
     read_intervals,
     read_run,
     read_summary,
+    run_state,
 )
 from echoswarm.results.writer import ResultsWriter, summary_csv_bytes
 
@@ -42,6 +44,7 @@ __all__ = [
     "ResultsError",
     "ResultsWarning",
     "ResultsWriter",
+    "RunState",
     "default_run_dir",
     "environment_info",
     "json_safe",
@@ -50,5 +53,6 @@ __all__ = [
     "read_intervals",
     "read_run",
     "read_summary",
+    "run_state",
     "summary_csv_bytes",
 ]

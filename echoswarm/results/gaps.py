@@ -12,9 +12,11 @@ What that cost is *estimated* from the per-second totals, because the lost sampl
 seen: ``expected_per_s`` is the median of the run's completions in the whole seconds just before
 the lost worker's last report (a steady load), and ``samples_lost_estimate`` sums
 ``max(0, expected - actual)`` over the seconds from that report until one report interval after
-the replacement's first report (or the end of the run without a replacement). A loss during the
-ramp-up has no steady baseline: the estimate is then left out (``None``) and ``estimate_method``
-says why.
+the load was back (``gap_s`` after the last report: the later of the loss being noticed and the
+replacement's first report; the end of the run without a replacement). ``recovered_utc`` is
+the first second after the loss was noticed that ran at 95 % of the expected rate again. A loss
+during the ramp-up has no steady baseline: the estimate is then left out (``None``) and
+``estimate_method`` says why.
 """
 
 from __future__ import annotations
@@ -103,7 +105,13 @@ def gap_records(
         )
         if replacement is not None:
             taken.add(replacement.id)
+        # The load is back once the lost worker's users run elsewhere: the master moves them
+        # when it notices the loss (rebalancing), and spreads them onto the replacement once
+        # that reports — whichever comes later (a replacement that joins before the loss is
+        # noticed shares the users with the dead worker until then). Or when it comes back.
         back = replacement.first_report_s if replacement is not None else None
+        if back is not None and w.missing_since_s is not None:
+            back = max(back, w.missing_since_s)
         if w.healed_s is not None and (back is None or w.healed_s < back):
             back = w.healed_s
         until = min(end_s, back + report_interval_s) if back is not None else end_s

@@ -89,6 +89,37 @@ def environment_info() -> dict[str, Any]:
     }
 
 
+def process_start_ticks(pid: int) -> int | None:
+    """When process ``pid`` started, in clock ticks since boot (Linux ``/proc/PID/stat`` field
+    22): with the pid it names one process, even after the pid is reused. None elsewhere."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    try:  # the command name (field 2) may hold spaces and parentheses: split after its end
+        return int(stat[stat.rindex(")") + 2 :].split()[19])
+    except (ValueError, IndexError):
+        return None
+
+
+def writer_identity() -> dict[str, Any]:
+    """Who writes a results directory: this process (run.json ``writer``)."""
+    pid = os.getpid()
+    return {
+        "pid": pid,
+        "host": socket.gethostname(),
+        "start_ticks": process_start_ticks(pid),
+        "boot_id": boot_id(),
+    }
+
+
+def boot_id() -> str | None:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return None
+
+
 def write_json_atomic(path: Path, obj: Any) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(json_safe(obj), indent=2, sort_keys=False) + "\n")

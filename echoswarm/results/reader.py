@@ -3,6 +3,9 @@
 ``summary.csv`` is checked against what ``run.json`` vouches for (see
 :mod:`echoswarm.results.writer`): a summary cut at a row boundary or altered is refused; one from
 a run that recorded no check is read with a :class:`ResultsWarning`.
+
+A directory still marked ``running`` is judged by :func:`run_state`: its writer alive, or gone
+(crashed: the directory is incomplete, and says how much it holds).
 """
 
 from __future__ import annotations
@@ -12,7 +15,10 @@ import hashlib
 import io
 import json
 import math
+import socket
+import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +37,8 @@ from echoswarm.results.layout import (
     SUMMARY_CSV,
     ResultsError,
     ResultsWarning,
+    boot_id,
+    process_start_ticks,
 )
 
 
@@ -169,3 +177,84 @@ def read_events(run_dir: Path | str) -> pa.Table:
         raise ResultsError(f"{path / EVENTS_FILE}: missing") from None
     except (OSError, pa.ArrowException) as exc:
         raise ResultsError(f"{path / EVENTS_FILE}: corrupt ({exc})") from None
+
+
+@dataclass(frozen=True)
+class RunState:
+    """What a results directory is, beyond its ``status``: ``state`` is
+
+    * ``finished`` — its writer set a final status (complete, partial, interrupted, failed);
+    * ``running`` — still ``running`` and its writer is alive (this host), or wrote recently
+      (another host: its process cannot be checked from here);
+    * ``crashed`` — still ``running`` but its writer is gone: the directory is incomplete, it
+      holds what was written up to ``updated_utc``;
+    * ``stale`` — still ``running``, written on another host, and silent for longer than
+      :data:`STALE_S`: probably crashed, but that cannot be checked from here;
+    * ``unknown`` — still ``running`` and written before run.json named its writer.
+    """
+
+    state: str
+    detail: str
+    holds: str  # how much data it holds, e.g. "12,345 samples (0 failed) over 21.0 s, ..."
+
+    @property
+    def incomplete(self) -> bool:
+        return self.state in ("crashed", "stale", "unknown")
+
+    def describe(self, status: str) -> str:
+        if self.state == "finished":
+            return status
+        return f"{status} — {self.state}: {self.detail}; it holds {self.holds}"
+
+
+STALE_S = 60.0  # a writer on another host silent this long (20 report intervals) is presumed dead
+
+
+def run_state(run: dict[str, Any], now_s: float | None = None) -> RunState:
+    """Judge a ``run.json`` (from :func:`read_run`) still marked ``running``: is its writer
+    alive? (See :class:`RunState`.)"""
+    holds = _holds(run)
+    if run.get("status") != "running":
+        return RunState("finished", "", holds)
+    writer = run.get("writer")
+    if not isinstance(writer, dict) or not isinstance(writer.get("pid"), int):
+        return RunState("unknown", "run.json does not name its writer (an older echoswarm)", holds)
+    now = time.time() if now_s is None else now_s
+    pid, host = writer["pid"], str(writer.get("host") or "?")
+    updated = writer.get("updated_epoch_s")
+    when = f"last update {writer.get('updated_utc') or '?'}"
+    if isinstance(updated, int | float):
+        when += f", {max(0.0, now - updated):.0f} s ago"
+    if host == socket.gethostname():
+        if writer.get("boot_id") not in (None, boot_id()):
+            return RunState(
+                "crashed", f"its writer (pid {pid}) ran before this machine rebooted; {when}", holds
+            )
+        ticks = process_start_ticks(pid)
+        if ticks is not None and ticks == writer.get("start_ticks"):
+            return RunState("running", f"its writer (pid {pid}) is alive; {when}", holds)
+        return RunState(
+            "crashed", f"its writer (pid {pid} on {host}) is gone without finalizing; {when}", holds
+        )
+    if isinstance(updated, int | float) and now - updated <= STALE_S:
+        return RunState("running", f"written on {host} (pid {pid}); {when}", holds)
+    return RunState(
+        "stale",
+        f"written on {host} (pid {pid}; another host or boot: cannot be checked from here), "
+        f"silent for more than {STALE_S:.0f} s; {when}",
+        holds,
+    )
+
+
+def _holds(run: dict[str, Any]) -> str:
+    def num(key: str) -> float:
+        value = run.get(key)
+        return float(value) if isinstance(value, int | float) else 0.0
+
+    check = run.get(SUMMARY_CHECK)
+    rows = check.get("rows") if isinstance(check, dict) else None
+    return (
+        f"{num('count'):,.0f} samples ({num('failures'):,.0f} failed) over "
+        f"{num('duration_s'):.1f} s, {rows if rows is not None else '?'} summary rows, "
+        f"{num('events_rows_written'):,.0f} event rows"
+    )

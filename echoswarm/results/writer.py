@@ -3,7 +3,9 @@
 :class:`ResultsWriter` is used by the master (or the local runner) only. It writes everything
 incrementally — ``run.json`` at start with ``status: running``, then every report interval the
 closed seconds of the interval logs, a Parquet part of the new events, ``summary.csv`` and
-``live.json`` — and finalizes at quit (``status: complete`` or ``partial``, events consolidated).
+``live.json`` — and finalizes at quit (``status: complete``, ``partial`` or ``interrupted``,
+events consolidated). ``run.json`` names its writer (``writer``: pid, host, the process's start
+time, and when it last wrote), so a reader can tell a run in progress from one whose writer died.
 Every whole-file write goes through a temporary file and a rename, and the logs are append-only,
 so a killed master leaves a readable directory.
 
@@ -33,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from echoswarm import hdr
+from echoswarm.measure import epoch_ns
 from echoswarm.results.aggregate import EXTRA_COLUMNS, SUMMARY_COLUMNS, Aggregate
 from echoswarm.results.events import PartWriter, consolidate
 from echoswarm.results.layout import (
@@ -45,6 +48,7 @@ from echoswarm.results.layout import (
     SUMMARY_CSV,
     utc_iso,
     write_json_atomic,
+    writer_identity,
 )
 
 
@@ -89,6 +93,7 @@ class ResultsWriter:
         self.meta: dict[str, Any] = {
             "schema": SCHEMA_VERSION,
             "status": "running",
+            "writer": writer_identity(),
             "start_utc": utc_iso(start_epoch_s),
             "start_epoch_s": start_epoch_s,
             "end_utc": None,
@@ -151,9 +156,16 @@ class ResultsWriter:
         self.meta.update(
             status=status, end_utc=utc_iso(now_s), end_epoch_s=now_s, events_rows_written=rows
         )
-        write_json_atomic(self.dir / RUN_JSON, self.meta)
+        self._write_run_json()
         write_json_atomic(self.dir / LIVE_JSON, live)
         self.finalized = True
+
+    def _write_run_json(self) -> None:
+        """run.json, stamped with when this writer last wrote it (a reader that finds it still
+        ``running`` tells a live writer from a dead one by this: see ``reader.run_state``)."""
+        self.meta["writer"]["updated_epoch_s"] = now = epoch_ns() / 1e9
+        self.meta["writer"]["updated_utc"] = utc_iso(now)
+        write_json_atomic(self.dir / RUN_JSON, self.meta)
 
     def _replace_summary(self, rows: list[dict[str, Any]]) -> None:
         """run.json announces the new summary (the one on disk stays acceptable as
@@ -165,7 +177,7 @@ class ResultsWriter:
         tmp = self.dir / (SUMMARY_CSV + ".tmp")
         tmp.write_bytes(data)
         self.meta[SUMMARY_CHECK] = {**check, "previous": previous}
-        write_json_atomic(self.dir / RUN_JSON, self.meta)
+        self._write_run_json()
         os.replace(tmp, self.dir / SUMMARY_CSV)
 
     def flush_intervals(self, agg: Aggregate) -> None:

@@ -27,6 +27,7 @@ import contextlib
 import sys
 from pathlib import Path
 
+from echoswarm.orchestrate import preflight
 from echoswarm.orchestrate.run import EXIT_OK, EXIT_USAGE
 from echoswarm.orchestrate.scenario import ScenarioError, ServerSpec, read_servers
 from echoswarm.sweep import images, jobs, tcp
@@ -87,9 +88,13 @@ def main(argv: list[str]) -> int:
         return EXIT_OK
     try:
         plan = build_plan(argv)
-    except UsageError as exc:
+        # Locust loads the scenario once (users? arguments?) before any cell starts.
+        preflight.user_classes(plan.locustfile, extra)
+        sweep_dir = plan.out or default_sweep_dir(plan.locustfile)
+        preflight.make_results_dir(sweep_dir)
+    except (UsageError, preflight.PreflightError) as exc:
         sys.stderr.write(f"python -m echoswarm sweep: error: {exc}\n")
         return EXIT_USAGE
     with contextlib.suppress(BrokenPipeError):
-        return execute(plan, plan.out or default_sweep_dir(plan.locustfile), extra)
+        return execute(plan, sweep_dir, extra)
     return EXIT_OK

@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
-from echoswarm.argtypes import positive_float, positive_int
+from echoswarm import argtypes
 from echoswarm.measure import Timer
 from echoswarm.orchestrate.run import EXIT_DEGRADED, EXIT_OK, EXIT_RUN, LocalRun, RunConfig
 
@@ -82,13 +82,27 @@ def choice_list(text: str, allowed: Sequence[str], what: str) -> list[str]:
     return out
 
 
+# Bounds of the grids' own flags (the load flags' are echoswarm.argtypes'): far beyond a sane
+# sweep, small enough that a typo is refused before anything starts.
+MAX_REPEAT = 100
+MAX_COUNT = 1_000_000  # connections per user, round trips, images
+repeat = argtypes.int_between(1, MAX_REPEAT)
+count = argtypes.int_between(1, MAX_COUNT)
+user_levels = argtypes.int_list_between(1, argtypes.MAX_USERS)
+
+
 def add_common_flags(p: argparse.ArgumentParser) -> None:
     """Flags every grid takes (its own defaults are set by the plan)."""
     p.add_argument("locustfile", type=Path, help="the scenario, e.g. locustfiles/tcp_churn.py")
-    p.add_argument("--workers", type=positive_int, default=None, help="Locust worker processes")
-    p.add_argument("--spawn-rate", type=positive_float, default=None, help="users started/s")
     p.add_argument(
-        "--cell-time", type=positive_float, default=None, help="time limit of one cell (s)"
+        "--workers", type=argtypes.local_workers, default=None, help="Locust worker processes"
+    )
+    p.add_argument("--spawn-rate", type=argtypes.spawn_rate, default=None, help="users started/s")
+    p.add_argument(
+        "--cell-time",
+        type=argtypes.positive_float_upto(argtypes.MAX_RUN_SECONDS, " s"),
+        default=None,
+        help="time limit of one cell (s)",
     )
     p.add_argument("--out", type=Path, default=None, help="sweep directory to write")
     p.add_argument("--quick", action="store_true", help="a small, ~2-minute version")
@@ -118,7 +132,9 @@ class Outcome:
     exit_code: int
     wall_s: float
     finished: bool  # the completion test passed (False: time limit, error or interrupted)
-    run_status: str = ""  # run.json's: complete, partial (a worker's data lost), failed
+    # run.json's: complete, partial (a worker's data lost), interrupted (stopped early: by the
+    # cell watch once its load is done, or cut short), failed
+    run_status: str = ""
 
     @property
     def status(self) -> str:
@@ -130,7 +146,7 @@ class Outcome:
             return "interrupted"
         if self.finished:
             return "done"
-        if self.run_status not in ("complete", "partial"):
+        if self.run_status not in ("complete", "partial", "interrupted"):
             return "failed"  # the test never ran (e.g. the locustfile failed to import)
         return "partial" if self.run_status == "partial" else "capped"
 

@@ -11,7 +11,7 @@ connection) and send → reply alone (:mod:`analysis.sweeps.images` draws them).
 
 from __future__ import annotations
 
-from echoswarm.argtypes import positive_int
+from echoswarm import argtypes
 from echoswarm.orchestrate.scenario import ServerSpec
 from echoswarm.streams.images import per_user
 from echoswarm.sweep.done import all_connections, all_messages
@@ -22,6 +22,8 @@ from echoswarm.sweep.engine import (
     UsageError,
     add_common_flags,
     choice_list,
+    count,
+    repeat,
 )
 
 FULL = {"images": 1000, "parallel": 50, "cell_time": 120.0}
@@ -41,13 +43,11 @@ def _stats_server(servers: list[ServerSpec]) -> ServerSpec:
 def make_plan(argv: list[str], servers: list[ServerSpec]) -> Plan:
     p = SweepParser(prog="python -m echoswarm sweep", description=__doc__.splitlines()[0])
     add_common_flags(p)
-    p.add_argument("--images", type=positive_int, default=None, help="images per cell (1000)")
-    p.add_argument("--parallel", type=positive_int, default=None, help="parallel users (50)")
+    p.add_argument("--images", type=count, default=None, help="images per cell (1000)")
+    p.add_argument("--parallel", type=argtypes.users, default=None, help="parallel users (50)")
     p.add_argument("--replies", default="all", help="all or a list of: after, before")
     p.add_argument("--kinds", default="all", help="all or a list of: serial, parallel")
-    p.add_argument(
-        "--repeat", type=positive_int, default=1, help="run the whole grid N times (noise)"
-    )
+    p.add_argument("--repeat", type=repeat, default=1, help="run the whole grid N times (noise)")
     ns = p.parse_args(argv)
     base = QUICK if ns.quick else FULL
     images = ns.images or int(base["images"])

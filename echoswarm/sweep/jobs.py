@@ -10,21 +10,23 @@ every upload is answered (or failed), or at its time limit. The table is drawn b
 
 from __future__ import annotations
 
-import argparse
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from echoswarm.argtypes import (
-    non_negative_float,
-    non_negative_int,
-    positive_int,
-    positive_int_list,
-)
+from echoswarm import argtypes
 from echoswarm.orchestrate.scenario import ServerSpec
 from echoswarm.sweep.done import count
-from echoswarm.sweep.engine import Cell, Plan, SweepParser, UsageError, add_common_flags
+from echoswarm.sweep.engine import (
+    Cell,
+    Plan,
+    SweepParser,
+    UsageError,
+    add_common_flags,
+    repeat,
+    user_levels,
+)
 
 
 @dataclass(frozen=True)
@@ -43,17 +45,10 @@ QUICK = Defaults(workers=(0, 2), uploads=(4,), job_cpu_ms=200.0)
 DEFAULT_WORKERS = 1  # Locust workers: the users only wait (one process is plenty)
 
 
-def non_negative_int_list(text: str) -> list[int]:
-    """``"0,3,10"`` → ``[0, 3, 10]`` (order kept, duplicates dropped)."""
-    out: list[int] = []
-    for part in text.split(","):
-        try:
-            value = non_negative_int(part.strip())
-        except argparse.ArgumentTypeError as exc:
-            raise argparse.ArgumentTypeError(f"{exc} (in {text!r})") from None
-        if value not in out:
-            out.append(value)
-    return out
+MAX_QUEUE_WORKERS = 256
+MAX_JOB_CPU_MS = 600_000.0  # ten minutes of CPU per job
+non_negative_int_list = argtypes.int_list_between(0, MAX_QUEUE_WORKERS)
+"""``"0,3,10"`` → ``[0, 3, 10]`` (order kept, duplicates dropped)."""
 
 
 def _jobs_server(servers: list[ServerSpec]) -> ServerSpec:
@@ -82,13 +77,14 @@ def make_plan(argv: list[str], servers: list[ServerSpec]) -> Plan:
         default=None,
         help="rq worker counts, 0 = inline (0,3,10)",
     )
+    p.add_argument("--uploads", type=user_levels, default=None, help="concurrent uploads (5,10)")
     p.add_argument(
-        "--uploads", type=positive_int_list, default=None, help="concurrent uploads (5,10)"
+        "--job-cpu-ms",
+        type=argtypes.float_between(0.0, MAX_JOB_CPU_MS, " ms"),
+        default=None,
+        help="CPU per job (2000)",
     )
-    p.add_argument("--job-cpu-ms", type=non_negative_float, default=None, help="CPU per job (2000)")
-    p.add_argument(
-        "--repeat", type=positive_int, default=1, help="run the whole grid N times (noise)"
-    )
+    p.add_argument("--repeat", type=repeat, default=1, help="run the whole grid N times (noise)")
     ns = p.parse_args(argv)
     base = QUICK if ns.quick else FULL
     workers: list[int] = ns.queue_workers or list(base.workers)

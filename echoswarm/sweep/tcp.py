@@ -14,8 +14,6 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 
-from echoswarm.argtypes import positive_int
-from echoswarm.argtypes import positive_int_list as int_list
 from echoswarm.orchestrate.scenario import ServerSpec
 from echoswarm.sweep.done import all_connections
 from echoswarm.sweep.engine import (
@@ -25,6 +23,9 @@ from echoswarm.sweep.engine import (
     UsageError,
     add_common_flags,
     choice_list,
+    count,
+    repeat,
+    user_levels,
 )
 
 
@@ -71,12 +72,12 @@ def make_plan(argv: list[str], servers: list[ServerSpec]) -> Plan:
     p = SweepParser(prog="python -m echoswarm sweep", description=__doc__.splitlines()[0])
     add_common_flags(p)
     p.add_argument("--models", default="all", help=f"all or a list of: {', '.join(MODELS)}")
-    p.add_argument("--users", type=int_list, default=None, help="concurrency levels: 50,150,1000")
-    p.add_argument("--connections-per-user", type=positive_int, default=None)
-    p.add_argument("--round-trips", type=positive_int, default=None)
     p.add_argument(
-        "--repeat", type=positive_int, default=1, help="run the whole grid N times (noise)"
+        "--users", type=user_levels, default=None, help="concurrency levels: 50,150,1000"
     )
+    p.add_argument("--connections-per-user", type=count, default=None)
+    p.add_argument("--round-trips", type=count, default=None)
+    p.add_argument("--repeat", type=repeat, default=1, help="run the whole grid N times (noise)")
     ns = p.parse_args(argv)
     base = QUICK if ns.quick else FULL
     models = choice_list(ns.models, MODELS, "model")
