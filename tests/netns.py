@@ -10,17 +10,20 @@
 
 Layout: a "switch" namespace holds a bridge; every host is a namespace of its own with one veth
 pair (``eth0`` inside the host, ``pN`` on the switch), its own address in ``10.77.0.0/24`` and
-its loopback up. Nothing is created in the machine's own namespace — the hosts cannot reach the
-outside world and nothing outside can reach them — so deleting the namespaces removes every
-interface, address and route; two test sessions never collide (namespace names carry the pid).
+its loopback up; processes started in host N see the host name ``hN`` (a UTS namespace each:
+Locust names workers after it, so run.json tells the hosts apart). Nothing is created in the
+machine's own namespace — the hosts cannot reach the outside world and nothing outside can
+reach them — so deleting the namespaces removes every interface, address and route; two test
+sessions never collide (namespace names carry the pid).
 
 ``cut()`` sets the host's switch port down: like pulling its cable, the host keeps its address
 and routes, and every packet to or from it is dropped (connects and reads time out; nothing is
 reset). ``restore()`` plugs it back and waits for the carrier.
 
-Processes are started with ``ip netns exec`` through the pdeath shim (``tests/procs.py``): they
-die with pytest even if it is killed, and the network stops them (and kills anything else still
-inside a namespace) before deleting the namespaces — on success, failure or Ctrl-C. Namespaces
+Processes are started with ``ip netns exec`` (``start`` waits for a LISTENING line, ``spawn``
+sends a long-running process's output to a file) through the pdeath shim (``tests/procs.py``):
+they die with pytest even if it is killed, and the network stops them (and kills anything else
+still inside a namespace) before deleting the namespaces — on success, failure or Ctrl-C. Namespaces
 left by a killed session are removed by the next one. Needs root and ``ip`` (iproute2):
 :func:`require` skips, or fails when ``ECHOSWARM_REQUIRE_SYSDEPS=1`` (CI).
 
@@ -52,6 +55,9 @@ SUBNET = "10.77.0"
 PREFIX_LEN = 24
 _NAME = re.compile(rf"^{PREFIX}-(\d+)-\d+-(?:sw|h\d+)$")
 _counter = iter(range(1_000_000))
+_SET_HOSTNAME = (
+    "import os, socket, sys; socket.sethostname(sys.argv[1]); os.execvp(sys.argv[2], sys.argv[2:])"
+)
 
 
 class NetnsError(RuntimeError):
@@ -135,9 +141,16 @@ class Host:
     addr: str
     port: str
 
+    @property
+    def hostname(self) -> str:
+        """The host name its processes see (``h0``, ``h1``, ...; Locust names workers by it)."""
+        return f"h{self.index}"
+
     def argv(self, argv: Sequence[str]) -> list[str]:
-        """``argv`` run inside this host."""
-        return ["ip", "netns", "exec", self.name, *argv]
+        """``argv`` run inside this host: its network namespace, and a UTS namespace of its own
+        named :attr:`hostname` (the same pid all along: each step execs the next)."""
+        return ["ip", "netns", "exec", self.name, "unshare", "--uts",
+                procs.PYTHON, "-c", _SET_HOSTNAME, self.hostname, *argv]  # fmt: skip
 
     def start(
         self,
@@ -155,6 +168,31 @@ class Host:
             timeout=timeout,
             extra_env=extra_env,
         )
+        self.network.started.append(proc)
+        return proc
+
+    def spawn(
+        self, argv: Sequence[str], *, log: str, extra_env: dict[str, str] | None = None
+    ) -> procs.Proc:
+        """Start a long-running ``argv`` inside this host with stdout and stderr in one file
+        (``<tmp>/<host>/<log>.log``, :meth:`procs.Proc.stderr_text`), not a pipe: a chatty
+        process (Locust's headless stats) can never block on a pipe nobody reads. Dies with
+        pytest; stopped when the network closes."""
+        folder = self.network.tmp_path / self.name
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{log}.log"
+        with path.open("w") as out:
+            popen = subprocess.Popen(
+                [procs.PYTHON, "-m", "echoswarm.pdeath", *self.argv(argv)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                text=True,
+                cwd=procs.ROOT,
+                env=procs.env(ECHOSWARM_PARENT_PID=str(os.getpid()), **(extra_env or {})),
+                start_new_session=True,
+            )
+        proc = procs.Proc(popen, list(argv), stderr_path=path)
         self.network.started.append(proc)
         return proc
 
