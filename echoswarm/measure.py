@@ -251,7 +251,8 @@ class InFlight:
         failure too: ordered transports must answer in order. Error texts carry no per-message
         numbers so Locust's failure table groups them (the seq is in the sample itself).
         A late reply for a message that already timed out returns None and only counts in
-        :attr:`late` (its timeout sample stands).
+        :attr:`late` (its timeout sample stands); a reply that comes after the timeout before
+        the message was expired is settled as that timeout (and counted in :attr:`late`).
         """
         pending = self._pending.pop(seq, None)
         if pending is None:
@@ -277,6 +278,13 @@ class InFlight:
             self.failed += 1
             self.sink(sample)
             return sample
+        if received_ns - pending.intended_ns >= self.timeout_ns:
+            # Later than the timeout: it failed as a timeout, whether or not the stream got to
+            # expire it first (a paced stream expires overdue messages when it sends the next,
+            # and a stalled link can hold that send up).
+            self._settle(pending, received_ns, self._timeout_text(), ok=False)
+            self.late += 1
+            return None
         if (
             error is None
             and echoed_intended_ns is not None
@@ -322,9 +330,10 @@ class InFlight:
         if len(self._expired) > 10_000:  # bound memory on a stream that never answers
             self._expired.clear()
         self._expired.add(pending.seq)
-        self._settle(
-            pending, now, f"timeout: no reply within {self.timeout_ns / 1e9:g} s", ok=False
-        )
+        self._settle(pending, now, self._timeout_text(), ok=False)
+
+    def _timeout_text(self) -> str:
+        return f"timeout: no reply within {self.timeout_ns / 1e9:g} s"
 
     def next_deadline_ns(self) -> int | None:
         """When the oldest outstanding message times out (None if nothing is outstanding)."""

@@ -34,20 +34,10 @@ MASTER_TIMEOUT_S = 12  # the workers' --master-timeout-s in the master test
 # Known defects outside these tests, each raised as its own exception type after every other
 # check of the test has passed (strict: the test fails as soon as a defect is fixed, so the
 # marker comes off then).
-LATE_OK = (
-    "echoswarm.measure.InFlight.received settles a reply that came after the reply timeout as "
-    "ok (paced streams expire overdue messages only when they send the next one, and a stalled "
-    "link blocks the send)"
-)
 OVERLOAD = (
     "Locust 2.47 with --enable-rebalancing: a worker declared missing has its users spawned on "
     "the others, and when it rejoins (its users never stopped) nothing is rebalanced: the run "
     "carries the rejoined worker's users twice to the end while the master counts them once"
-)
-GAPS = (
-    "echoswarm.plugins.writing / results.gaps: a worker that went missing and healed keeps its "
-    "latest report as 'last report before the loss' (negative gap_s, detection_s), and one that "
-    "goes missing again after healing is not marked lost"
 )
 
 
@@ -121,11 +111,7 @@ def _assert_clocks(run: dict[str, Any]) -> None:
 # -- a worker's link ----------------------------------------------------------------------------
 
 
-@known(
-    (ff.LateRepliesCountedOk, LATE_OK),
-    (ff.LoadNotAsRequested, OVERLOAD),
-    (ff.RunJsonMisreports, GAPS),
-)
+@known((ff.LoadNotAsRequested, OVERLOAD))
 def test_worker_link_down_10s_then_up(cluster: Cluster, request: pytest.FixtureRequest) -> None:
     """Worker h1's link goes down for 10 s mid-run, then up (20 users: 6 TCP + 4 WS per worker,
     100 messages/s each). Measures what h1's users record during the cut (failures by reason,
@@ -231,7 +217,6 @@ def test_worker_link_down_10s_then_up(cluster: Cluster, request: pytest.FixtureR
 # -- the servers' link --------------------------------------------------------------------------
 
 
-@known((ff.LateRepliesCountedOk, LATE_OK))
 def test_servers_link_cut_5s(cluster: Cluster, request: pytest.FixtureRequest) -> None:
     """The servers' host h3 is cut off for 5 s, twice, with 18 users (3 gRPC, 3 WS, 3 TCP per
     worker; 180 messages/s in all): first a plain cut (the servers keep their connections),
@@ -318,7 +303,6 @@ def test_servers_link_cut_5s(cluster: Cluster, request: pytest.FixtureRequest) -
 # -- the master's link --------------------------------------------------------------------------
 
 
-@known((ff.RunJsonMisreports, GAPS))
 def test_master_link_cut(cluster: Cluster, request: pytest.FixtureRequest) -> None:
     """The master's host h0 is cut off twice (18 users: gRPC, WS and TCP on both workers, whose
     --master-timeout-s is 12): first for 6 s — longer than it takes Locust to declare both

@@ -134,6 +134,21 @@ def test_overdue_replies_expire_once_at_the_next_send_and_late_ones_are_not_coun
     assert samples[0].latency_ns == 300 * MS  # counted until it was given up
 
 
+def test_a_reply_later_than_the_timeout_is_that_timeout_even_before_it_was_expired() -> None:
+    """A stalled link can hold up the send that would have expired the message: the reply
+    that finally comes, 1.2 s after its intended time with a 1 s timeout, is no success."""
+    core, samples = core_of(config(interval_ms=100, timeout_ms=1_000))
+    core.start(0)
+    stamp = core.take(0)
+    core.on_reply(*stamp, 1_200 * MS, None)
+    assert [(s.seq, s.error) for s in samples] == [(0, "timeout: no reply within 1 s")]
+    assert samples[0].latency_ns == 1_200 * MS and samples[0].received_ns == 0
+    assert core.inflight.late == 1 and core.outstanding == 0
+    on_time = core.take(core.due_ns() or 0)
+    core.on_reply(*on_time, on_time[1] + 999 * MS, None)  # just inside the timeout: ok
+    assert samples[-1].ok
+
+
 def test_drain_after_the_last_send_waits_for_the_newest_deadline_then_times_out() -> None:
     core, samples = core_of(config(interval_ms=100, messages=2, timeout_ms=1_000))
     core.start(0)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,9 +55,9 @@ class Writing:
         self._ticker: gevent.Greenlet | None = None
         self._busy = gevent.lock.Semaphore()
         self._connected: dict[str, float] = {}
-        self._missing_seen: set[str] = set()
-        self._missing_since: dict[str, float] = {}  # heartbeats stopped (first seen)
-        self._healed: dict[str, float] = {}  # heartbeats came back after that
+        # Each time a worker's heartbeats stopped: when, its last report before that, and when
+        # they came back (None while it is still missing).
+        self._outages: dict[str, list[Outage]] = {}
         self._watcher: gevent.Greenlet | None = None
         self._shutdown_while_running = False  # Locust shut down (a signal) mid-test
         self._drained = False
@@ -253,11 +254,15 @@ class Writing:
             return
         now = self._now_s()
         for client in compat.workers(self.runner):
+            outages = self._outages.setdefault(client.id, [])
+            open_outage = outages[-1] if outages and outages[-1].healed_s is None else None
             if compat.missing(client):
-                self._missing_seen.add(client.id)
-                self._missing_since.setdefault(client.id, now)
-            elif client.id in self._missing_since and client.id not in self._healed:
-                self._healed[client.id] = now  # Locust: "self-healed with heartbeat"
+                if open_outage is None:
+                    info = self.agg.workers.get(client.id)
+                    last = info.last_report_s if info is not None else None
+                    outages.append(Outage(now, last))
+            elif open_outage is not None:
+                open_outage.healed_s = now  # Locust: "self-healed with heartbeat"
 
     # -- views ------------------------------------------------------------------------------
     def _now_s(self) -> float:
@@ -362,10 +367,12 @@ class Writing:
                 entry.update(self.clock.worker_fields(wid))
             else:  # a local runner: the users run in this very process, on this clock
                 entry.update(clock_offset_ms=0.0, clock_offset_bound_ms=0.0)
-            entry["missing_since_utc"] = self._missing_since.get(wid)
-            entry["healed_utc"] = self._healed.get(wid)
+            outages = self._outages.get(wid, [])
+            entry["missing_since_utc"] = outages[-1].since_s if outages else None
+            entry["healed_utc"] = outages[-1].healed_s if outages else None
+            entry["outages"] = len(outages)
             lost_reason = ""
-            if wid in self._missing_seen and wid not in self._healed:
+            if outages and outages[-1].healed_s is None:
                 lost_reason = "heartbeat missing"
             elif final and self.master and not entry.get("final_report"):
                 lost_reason = (
@@ -396,25 +403,40 @@ class Writing:
         }
 
     def _gaps(self, workers: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        if not self.master or not self._missing_since:
+        if not self.master or not any(self._outages.values()):
             return []
-        views = [
-            WorkerView(
+        views = []
+        for w in workers:
+            common = dict(
                 id=w["id"],
                 index=w.get("index"),
                 connected_s=w.get("connected_utc"),
                 first_report_s=w.get("first_report_utc"),
-                last_report_s=w.get("last_report_utc"),
                 samples=int(w.get("samples", 0)),
-                missing_since_s=self._missing_since.get(w["id"]),
-                healed_s=self._healed.get(w["id"]),
                 final_report=bool(w.get("final_report")),
             )
-            for w in workers
-        ]
+            outages: list[Outage | None] = list(self._outages.get(w["id"], [])) or [None]
+            for o in outages:  # one view per outage: its own "last report before the loss"
+                views.append(
+                    WorkerView(
+                        **common,
+                        last_report_s=o.last_report_s if o else w.get("last_report_utc"),
+                        missing_since_s=o.since_s if o else None,
+                        healed_s=o.healed_s if o else None,
+                    )
+                )
         counts = self.writer.second_counts if self.writer is not None else {}
-        end = self.stop_s if self.stop_s is not None else self._now_s()
+        end = self.stop_s if self.stop_s is not None else self._now_s()  # the load's end
         return gap_records(views, counts, end, WORKER_REPORT_INTERVAL)
+
+
+@dataclass
+class Outage:
+    """A worker's heartbeats stopped at ``since_s`` (and came back at ``healed_s``)."""
+
+    since_s: float
+    last_report_s: float | None  # its last report before that
+    healed_s: float | None = None
 
 
 def _yield() -> None:

@@ -131,7 +131,10 @@ def gap_records(
                 "replacement": replacement.id if replacement else None,
                 "replacement_connected_utc": replacement.connected_s if replacement else None,
                 "replacement_first_report_utc": replacement.first_report_s if replacement else None,
-                "gap_s": (back if back is not None else end_s) - last if last is not None else None,
+                # (an outage that began after the load ended cost no load: 0)
+                "gap_s": max(0.0, (back if back is not None else end_s) - last)
+                if last is not None
+                else None,
                 "detection_s": w.missing_since_s - last
                 if last is not None and w.missing_since_s is not None
                 else None,

@@ -369,7 +369,9 @@ async def server_stream(
                 )
             due = schedule.due_ns(got)
             bad = None
-            if frame.seq != got:
+            if received - due >= cfg.timeout_ns:
+                bad = f"timeout: no frame within {cfg.timeout_s:g} s of its due time"
+            elif frame.seq != got:
                 bad = failures.FRAME_OUT_OF_ORDER
             elif frame.payload != payload:
                 bad = failures.FRAME_PAYLOAD

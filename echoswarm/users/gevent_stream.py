@@ -136,7 +136,7 @@ class Stream:
         core.start(now_ns())
         if hasattr(link, "send_nowait"):
             self._link = link  # type: ignore[assignment]
-            scheduler().add(now_ns(), self._fire)
+            scheduler().add(core.due_ns() or now_ns(), self._fire)  # message 0 at its phase
         else:
             self._helper = gevent.spawn(self._send_loop, link)
         try:
@@ -175,9 +175,12 @@ class Stream:
         core = self.core
         if core.stopped:
             return None
-        if core.due_ns() is None:
+        due = core.due_ns()
+        if due is None:
             self._helper = gevent.spawn(self._end_sending, None)
             return None
+        if due > now_ns():
+            return due  # woken early (never send before the message is due)
         try:
             seq, intended, sent = core.take(now_ns())  # stamped right before the bytes go
             rest = self._link.send_nowait(seq, intended, sent)
