@@ -64,7 +64,10 @@ def float_between(lo: float, hi: float, what: str = "") -> Callable[[str], float
     """A validator for ``lo <= value <= hi`` (``what`` names the unit in the message)."""
 
     def check(text: str) -> float:
-        value = _float(text)
+        try:
+            value = _float(text)
+        except argparse.ArgumentTypeError as exc:  # name the range a bad value missed
+            raise argparse.ArgumentTypeError(f"{exc} in {lo:g}..{hi:g}{what}") from None
         if not lo <= value <= hi:
             raise argparse.ArgumentTypeError(f"{text} is outside {lo:g}..{hi:g}{what}")
         return value

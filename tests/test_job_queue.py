@@ -91,10 +91,10 @@ def test_verdict_compares_each_worker_count_with_inline_over_repeats() -> None:
     ("args", "message"),
     [
         (["--queue-workers", "0,x"], "'x' is not an integer"),
-        (["--queue-workers", "-1"], "must be >= 0"),
-        (["--uploads", "0"], "must be >= 1"),
+        (["--queue-workers", "-1"], "-1 is outside 0..256"),
+        (["--uploads", "0"], "0 is outside 1.."),
         (["--job-cpu-ms", "fast"], "is not a number"),
-        (["--repeat", "0"], "must be >= 1"),
+        (["--repeat", "0"], "0 is outside 1..100"),
     ],
 )
 def test_usage_errors_are_one_line_exit_2(
