@@ -109,9 +109,13 @@ def instrument_section(run: Run) -> Section | None:
             "histograms; latency is still timed from the intended send time)."
         )
     for transport, o in sorted(instrument_overhead(run).items()):
+        how = [f"{o['streams']} streams"] if o["streams"] else []
+        how += [o["measured_utc"]] if o["measured_utc"] else []
         lines.append(
             f"{transport}: instrument overhead p50 {cell(o['p50_ms'])} ms, "
-            f"p99 {cell(o['p99_ms'])} ms" + (f" — measured by {o['source']}" if o["source"] else "")
+            f"p99 {cell(o['p99_ms'])} ms over a lean reference client"
+            + (f" ({', '.join(how)})" if how else "")
+            + (f" — measured by {o['source']}" if o["source"] else "")
         )
     return ("Instrument", lag, lines)
 

@@ -150,7 +150,12 @@ def instrument_overhead(run: Run) -> dict[str, dict[str, Any]]:
         if not isinstance(entry, dict):
             continue
         figures = {k: _float(entry.get(k)) for k in ("p50_ms", "p99_ms")}
-        out[str(transport)] = {**figures, "source": str(entry.get("source") or "")}
+        out[str(transport)] = {
+            **figures,
+            "source": str(entry.get("source") or ""),
+            "measured_utc": str(entry.get("measured_utc") or ""),
+            "streams": entry.get("streams") if isinstance(entry.get("streams"), int) else None,
+        }
     return out
 
 

@@ -190,7 +190,10 @@ def run(args: argparse.Namespace) -> int:
             "of 3200 B every 100 ms, one load process, same server =="
         )
         say(overhead.table(op, found))
-        say(f"(saved to {overhead.save(op, found)})")
+        if args.quick:  # a smoke run's figures must not stand in for a measurement
+            say("(--quick: figures not saved)")
+        else:
+            say(f"(saved to {overhead.save(op, found)}; `python -m echoswarm demo` reports them)")
     if what == "artillery":  # (not in "all": it installs Artillery with npm, ~460 MB)
         ap = artillery.ArtilleryPlan()
         if args.quick:

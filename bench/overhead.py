@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.harness import driver_argv, run_json
+from echoswarm.orchestrate import instrument
 
 TRANSPORTS = ("grpc", "ws", "tcp")
 P50_SLACK_MS = 0.3
@@ -137,10 +138,11 @@ def table(plan: OverheadPlan, results: dict[str, dict[str, list[dict[str, Any]]]
     return "\n".join(lines + summary)
 
 
-SAVED = Path(__file__).resolve().parent.parent / "build" / "bench-results" / "overhead.json"
-
-
-def save(plan: OverheadPlan, results: dict[str, dict[str, list[dict[str, Any]]]]) -> Path:
+def save(
+    plan: OverheadPlan,
+    results: dict[str, dict[str, list[dict[str, Any]]]],
+    path: Path = instrument.SAVED,
+) -> Path:
     """The figures as JSON (``build/bench-results/overhead.json``): ``python -m echoswarm demo``
     puts them in its run.json, so the report states the instrument's own overhead."""
     per_transport: dict[str, Any] = {}
@@ -163,9 +165,11 @@ def save(plan: OverheadPlan, results: dict[str, dict[str, list[dict[str, Any]]]]
             "reference_p99_ms": v["ref_p99_ms"],
             "source": data["command"],
         }
-    SAVED.parent.mkdir(parents=True, exist_ok=True)
-    SAVED.write_text(json.dumps(data, indent=2))
-    return SAVED
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    tmp.replace(path)
+    return path
 
 
 def _ok(flag: bool) -> str:

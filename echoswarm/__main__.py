@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from echoswarm import argtypes
-from echoswarm.orchestrate import config, preflight, slo, wanpath
+from echoswarm.orchestrate import config, instrument, preflight, slo, wanpath
 from echoswarm.orchestrate.run import EXIT_USAGE, LocalRun, RunConfig
 from echoswarm.orchestrate.scenario import ScenarioError, read_servers
 
@@ -98,6 +98,14 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
         default=None,
         help="workers quit this long after the master goes silent (Locust's default: 60)",
     )
+    p.add_argument(
+        "--instrument-overhead",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="the instrument's overhead as saved by `python -m bench overhead`, put in run.json "
+        "for the report (demo: build/bench-results/overhead.json when it exists)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -168,6 +176,13 @@ def make_config(ns: argparse.Namespace, extra: list[str], argv: list[str]) -> Ru
         raise UsageError(str(exc)) from None
     results = pick("results", ns.results)
     wan_text = pick("wan", ns.wan)
+    overhead_file = pick("instrument_overhead", ns.instrument_overhead)
+    if overhead_file is None and ns.command == "demo" and instrument.SAVED.is_file():
+        overhead_file = instrument.SAVED
+    try:
+        overhead = instrument.load(Path(overhead_file)) if overhead_file else None
+    except instrument.OverheadFileError as exc:
+        raise UsageError(str(exc)) from None
     return RunConfig(
         locustfile=locustfile,
         workers=int(workers),
@@ -184,6 +199,7 @@ def make_config(ns: argparse.Namespace, extra: list[str], argv: list[str]) -> Ru
         argv=argv,
         master_timeout_s=pick("master_timeout_s", ns.master_timeout_s),
         wan=wanpath.parse(str(wan_text)) if wan_text else None,
+        instrument_overhead=overhead,
     )
 
 

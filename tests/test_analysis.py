@@ -259,7 +259,13 @@ def test_report_states_the_instruments_own_cost(run_dir: Path, tmp_path: Path) -
     shutil.copytree(run_dir, d)
     meta = json.loads((d / "run.json").read_text())
     meta["instrument_overhead"] = {
-        "tcp": {"p50_ms": 0.05, "p99_ms": 0.21, "source": "python -m bench overhead --quick"},
+        "tcp": {
+            "p50_ms": 0.05,
+            "p99_ms": 0.21,
+            "source": "python -m bench overhead",
+            "streams": 240,
+            "measured_utc": "2026-12-01T10:00:00Z",
+        },
         "ws": "not a mapping",  # malformed entries are left out, not fatal
     }
     (d / "run.json").write_text(json.dumps(meta))
@@ -274,8 +280,8 @@ def test_report_states_the_instruments_own_cost(run_dir: Path, tmp_path: Path) -
     section = md.split("## Instrument\n", 1)[1].split("\n## ", 1)[0]
     assert "| tcp | 1,596 | 0.02 | 0.02 |" in section
     assert (
-        "- tcp: instrument overhead p50 0.05 ms, p99 0.21 ms — measured by "
-        "python -m bench overhead --quick" in section
+        "- tcp: instrument overhead p50 0.05 ms, p99 0.21 ms over a lean reference client "
+        "(240 streams, 2026-12-01T10:00:00Z) — measured by python -m bench overhead" in section
     )
     assert md.index("## Summary") < md.index("## Instrument") < md.index("## Connect times")
     assert "<h2>Instrument</h2>" in (d / "report.html").read_text()

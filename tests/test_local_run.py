@@ -42,11 +42,24 @@ def _summary(results: Path) -> dict[tuple[str, str], dict[str, str]]:
 @pytest.mark.timeout(120)
 def test_audio_stream_end_to_end(tmp_path: Path, orchestrate: Orchestrate) -> None:
     results = tmp_path / "run"
+    measured = tmp_path / "overhead.json"  # as `python -m bench overhead` saves it
+    measured.write_text(
+        json.dumps(
+            {
+                "measured_utc": "2026-12-01T10:00:00Z",
+                "transports": {
+                    "grpc": {"p50_ms": 0.2, "p99_ms": 4.47, "source": "python -m bench overhead"}
+                },
+            }
+        )
+    )
     o = orchestrate(
         _argv(
             results,
             AUDIO,
             *"--workers 2 -u 20 -r 20 -t 10s --slo *:*msg:p99<2s --slo *:*:error_rate<1%".split(),
+            "--instrument-overhead",
+            str(measured),
         )
     )
     o.wait_for_file(results / "live.json")
@@ -64,6 +77,9 @@ def test_audio_stream_end_to_end(tmp_path: Path, orchestrate: Orchestrate) -> No
     run = json.loads((results / "run.json").read_text())
     assert run["status"] == "complete" and run["ended_by"] == "run_time"
     assert run["planned_duration_s"] == 10 and run["cut_short_s"] == 0
+    assert run["instrument_overhead"]["grpc"]["p99_ms"] == 4.47
+    report = (results / "report.md").read_text()
+    assert "grpc: instrument overhead p50 0.2 ms, p99 4.47 ms over a lean" in report, report
     assert "PASS" in out and "FAIL" not in out
     o.assert_no_leftovers()
 

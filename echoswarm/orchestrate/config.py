@@ -44,6 +44,7 @@ KEYS: dict[str, type] = {
     "report": bool,
     "master_timeout_s": float,
     "wan": str,
+    "instrument_overhead": str,
 }
 
 

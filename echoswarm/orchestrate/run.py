@@ -66,6 +66,9 @@ class RunConfig:
     master_timeout_s: float | None = None  # workers quit this long after the master goes silent
     wan: WanSpec | None = None  # the servers are reached through the WAN relay (--wan)
     max_worker_restarts: int | None = None  # None: two per worker
+    # The instrument's overhead measured by `python -m bench overhead` (orchestrate/instrument),
+    # written into run.json as `instrument_overhead` for the report.
+    instrument_overhead: dict[str, dict[str, Any]] | None = None
 
 
 class RunError(RuntimeError):
@@ -374,6 +377,8 @@ class LocalRun:
         data["orchestrator"] = orchestrator
         if self.wan is not None:
             data["wan"] = self.wan.as_json()
+        if self.cfg.instrument_overhead:
+            data["instrument_overhead"] = self.cfg.instrument_overhead
         tmp = path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(data, indent=2, default=str))
         tmp.replace(path)
