@@ -27,7 +27,10 @@ from locust.runners import MasterRunner, WorkerRunner
 
 from echoswarm import argtypes
 from echoswarm.measure import Sample
-from echoswarm.plugins import clock  # noqa: F401  (its options and worker hooks register)
+from echoswarm.plugins import (
+    clock,  # noqa: F401  (its options and worker hooks register)
+    compat,
+)
 from echoswarm.plugins.recording import DEFAULT_MAX_EVENTS_PER_S, Recording
 from echoswarm.plugins.writing import Writing
 
@@ -70,6 +73,7 @@ def _on_init(environment: Environment, **_kw: Any) -> None:
     runner = environment.runner
     if runner is None:
         return
+    compat.cheap_stop_logging()  # Runner.stop would hold the loop 40-50 ms to log its caller
     if isinstance(runner, WorkerRunner):
         _recordings[environment] = Recording(environment, worker=True)
     elif isinstance(runner, MasterRunner):
