@@ -1,7 +1,7 @@
 """``python -m bench`` — the load-generator benchmarks (not tests): overhead, cost, paced
 capacity, fidelity.
 
-    python -m bench [all|overhead|cost|paced|fidelity|profile|wan] [--quick] [options]
+    python -m bench [all|overhead|cost|paced|fidelity|profile|wan|grpc-designs] [--quick] [options]
 
 * ``overhead`` — our users beside a lean reference client per transport (plain ``grpc.aio``,
   asyncio TCP, the ``websockets`` client), same server, streams and cadence, alternating:
@@ -18,6 +18,9 @@ capacity, fidelity.
 * ``fidelity`` — latency against a server with a known 20 ms delay, and ping-pong RTT beside C
   (``bench.fidelity``);
 * ``profile`` — where the time goes in our users (py-spy; ``bench.profile``);
+* ``grpc-designs`` — where a gRPC user's calls could run (grpcio's gevent mode, grpc.aio on a
+  thread beside the gevent side, the driver process we use, a lean client), side by side
+  (``bench.grpc_designs``; not part of ``all``);
 * ``wan`` — the WAN emulator's own added latency and CPU per message at the demo's load, and
   how precisely each way of waiting wakes up (``bench.wan``; not part of ``all``).
 
@@ -35,11 +38,13 @@ import time
 from collections.abc import Sequence
 from typing import NoReturn
 
-from bench import artillery, cost, fidelity, overhead, paced_capacity, profile, wan
+from bench import artillery, cost, fidelity, grpc_designs, overhead, paced_capacity, profile, wan
 from bench.harness import BenchError, build_c_client, last_cpu, servers
 from echoswarm.argtypes import positive_float, positive_int
 
-WHATS = ("all", "overhead", "cost", "artillery", "paced", "fidelity", "profile", "wan")
+WHATS = (
+    "all", "overhead", "cost", "artillery", "paced", "fidelity", "profile", "wan", "grpc-designs",
+)  # fmt: skip
 
 
 class Parser(argparse.ArgumentParser):
@@ -194,6 +199,20 @@ def run(args: argparse.Namespace) -> int:
             say("(--quick: figures not saved)")
         else:
             say(f"(saved to {overhead.save(op, found)}; `python -m echoswarm demo` reports them)")
+    if what == "grpc-designs":  # (not in "all": the issue's design choice, ~4 minutes)
+        gp = grpc_designs.DesignsPlan(
+            streams=args.streams, seconds=args.seconds or (3.0 if args.quick else 10.0)
+        )
+        gp.rounds = 1 if args.quick else args.rounds
+        if args.quick:
+            gp.settle_s, gp.tail_s = 0.3, 0.5
+        with servers(["grpc"]) as targets:
+            found_designs = grpc_designs.measure(gp, targets["grpc"], progress=note)
+        say(
+            f"\n== grpc-designs: where a gRPC user's calls run, {gp.streams} paced bidi streams "
+            "of 3200 B every 100 ms, same server =="
+        )
+        say(grpc_designs.table(gp, found_designs))
     if what == "artillery":  # (not in "all": it installs Artillery with npm, ~460 MB)
         ap = artillery.ArtilleryPlan()
         if args.quick:

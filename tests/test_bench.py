@@ -57,7 +57,7 @@ def test_quick_run_prints_every_row() -> None:
         # the known-delay row: messages, then latency p50 (its value is the benchmark's business)
         assert re.search(rf"^{transport}\s+\d+\s+\d+\.\d{{3}}\s", out, re.M), out
     for transport in TRANSPORTS:  # the overhead table: ours and the reference, with figures
-        for client in ("ours", "reference"):
+        for client in ("ours", "reference", "ref-epoll"):
             assert re.search(rf"^{transport}\s+{client}\s+\d+\.\d\d\s", out, re.M), out
         assert re.search(rf"^{transport}\s+p50 [+-]", out, re.M), out
     assert "Traceback" not in proc.stderr
@@ -68,3 +68,14 @@ def test_usage_error_is_one_line_exit_2() -> None:
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0
     assert "--conns" in proc.stderr
+
+
+@pytest.mark.timeout(120)
+def test_grpc_designs_prints_every_design() -> None:
+    proc = run_bench("grpc-designs", "--quick", "--streams", "4", "--seconds", "0.5", timeout=110)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for design in ("gevent-mode", "thread", "thread-busy", "driver", "reference"):
+        # every design answered every message it sent (a failed child would print an error)
+        row = re.compile(rf"^{design}\s+\d+\.\d\d\s+\d+\.\d\d\s.*\s0$", re.M)
+        assert row.search(proc.stdout), f"no figures for {design}:\n{proc.stdout}"
+    assert "error:" not in proc.stdout
