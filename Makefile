@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck protos sysdeps clean
+.PHONY: demo test bench lint typecheck protos sysdeps clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ test: $(STAMP) sysdeps lint typecheck
 	$(PY) -m protos.generate --check
 	$(PY) -m pytest -q
 	$(PY) -m pytest -q --inproc
+
+## The load generator's own benchmarks (figures, not tests): bench/README.md.
+bench: $(STAMP)
+	$(PY) -m bench
 
 sysdeps:
 	bash scripts/sysdeps.sh

@@ -112,8 +112,8 @@ def instrument_section(run: Run) -> Section | None:
         how = [f"{o['streams']} streams"] if o["streams"] else []
         how += [o["measured_utc"]] if o["measured_utc"] else []
         lines.append(
-            f"{transport}: instrument overhead p50 {cell(o['p50_ms'])} ms, "
-            f"p99 {cell(o['p99_ms'])} ms over a lean reference client"
+            f"{transport}: instrument overhead p50 {o['p50_ms']:+.2f} ms, "
+            f"p99 {o['p99_ms']:+.2f} ms over a lean reference client"
             + (f" ({', '.join(how)})" if how else "")
             + (f" — measured by {o['source']}" if o["source"] else "")
         )

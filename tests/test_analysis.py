@@ -280,7 +280,7 @@ def test_report_states_the_instruments_own_cost(run_dir: Path, tmp_path: Path) -
     section = md.split("## Instrument\n", 1)[1].split("\n## ", 1)[0]
     assert "| tcp | 1,596 | 0.02 | 0.02 |" in section
     assert (
-        "- tcp: instrument overhead p50 0.05 ms, p99 0.21 ms over a lean reference client "
+        "- tcp: instrument overhead p50 +0.05 ms, p99 +0.21 ms over a lean reference client "
         "(240 streams, 2026-12-01T10:00:00Z) — measured by python -m bench overhead" in section
     )
     assert md.index("## Summary") < md.index("## Instrument") < md.index("## Connect times")

@@ -79,7 +79,7 @@ def test_audio_stream_end_to_end(tmp_path: Path, orchestrate: Orchestrate) -> No
     assert run["planned_duration_s"] == 10 and run["cut_short_s"] == 0
     assert run["instrument_overhead"]["grpc"]["p99_ms"] == 4.47
     report = (results / "report.md").read_text()
-    assert "grpc: instrument overhead p50 0.2 ms, p99 4.47 ms over a lean" in report, report
+    assert "grpc: instrument overhead p50 +0.20 ms, p99 +4.47 ms over a lean" in report, report
     assert "PASS" in out and "FAIL" not in out
     o.assert_no_leftovers()
 
