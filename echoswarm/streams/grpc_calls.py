@@ -144,6 +144,7 @@ async def bidi(stub: Any, spec: CallSpec, sink: Sink, pacer: AsyncPacer, stop: S
     call = stub.Bidi()
     replied = asyncio.Event()
     drained = asyncio.Event()
+    writing = asyncio.Event()  # a write is in progress (see the stop below)
     frame = echo_pb2.Frame(payload=payload)
 
     async def receive() -> None:
@@ -186,7 +187,11 @@ async def bidi(stub: Any, spec: CallSpec, sink: Sink, pacer: AsyncPacer, stop: S
                 break
             replied.clear()
             frame.seq, frame.intended_send_ns, frame.sent_ns = core.take(now_ns())
+            writing.set()
             await write(frame)
+            writing.clear()
+            if stop.is_set():
+                return
             if pingpong:
                 try:
                     await asyncio.wait_for(replied.wait(), timeout_s)
@@ -211,6 +216,9 @@ async def bidi(stub: Any, spec: CallSpec, sink: Sink, pacer: AsyncPacer, stop: S
     try:
         await _first(_guard(receiver, core), _guard(sender, core, call), stop.event.wait())
         if stop.is_set():
+            if writing.is_set():  # grpc.aio cancels the whole call when a write is cancelled,
+                # and every reply in flight with it: let the write finish (the sender then ends)
+                await asyncio.wait([sender], timeout=cfg.stop_drain_s)
             sender.cancel()
             core.stop()
             core.begin_drain()
