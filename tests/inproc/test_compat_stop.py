@@ -27,7 +27,9 @@ class _Idle(User):
 def _stop_line(caplog: pytest.LogCaptureFixture) -> str:
     runner = Environment(user_classes=[_Idle]).create_local_runner()
     runner.start(1, spawn_rate=1)
-    runner.spawning_greenlet.join(timeout=10)
+    spawning = runner.spawning_greenlet
+    assert spawning is not None
+    spawning.join(timeout=10)
     caplog.clear()
     with caplog.at_level(logging.DEBUG, logger="locust.runners"):
         runner.stop()
