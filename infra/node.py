@@ -73,7 +73,9 @@ def build_argv(args: argparse.Namespace, config: dict[str, Any]) -> list[str]:
         web=bool(config.get("web")),
         web_host=config.get("web_host", "127.0.0.1"),  # loopback: reached by SSM port forward
         # with the web UI the master would stay up after the test: quit soon after it ends
-        extra=[*targets, *(["--autoquit", str(WEB_AUTOQUIT_S)] if config.get("web") else [])]
+        # --enable-rebalancing: a lost worker's users move to the others at once (as locally)
+        extra=[*targets, "--enable-rebalancing"]
+        + (["--autoquit", str(WEB_AUTOQUIT_S)] if config.get("web") else [])
         + list(config.get("extra", [])),
         python=py,
     )

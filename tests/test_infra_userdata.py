@@ -187,7 +187,8 @@ def test_units_run_exactly_the_commands_of_echoswarm_commands(tmp_path: Path) ->
         run_time="30s",
         results_dir="/var/lib/echoswarm/results/r1",
         bind_host="0.0.0.0",
-        extra=["--ws-url", "ws://10.77.1.7:8765/echo", "--frame-bytes", "3200"],
+        extra=["--ws-url", "ws://10.77.1.7:8765/echo", "--enable-rebalancing"]
+        + ["--frame-bytes", "3200"],
         python=py,
     )
     (tmp_path / "run.json").write_text(json.dumps({**cfg, "web": True}))
@@ -202,7 +203,7 @@ def test_units_run_exactly_the_commands_of_echoswarm_commands(tmp_path: Path) ->
         bind_host="0.0.0.0",
         web=True,
         web_host="127.0.0.1",  # loopback unless the config says otherwise
-        extra=["--ws-url", "ws://10.77.1.7:8765/echo", "--autoquit", "60"]
+        extra=["--ws-url", "ws://10.77.1.7:8765/echo", "--enable-rebalancing", "--autoquit", "60"]
         + ["--frame-bytes", "3200"],
         python=py,
     )
