@@ -42,8 +42,3 @@ protos: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build
-
-## The load-generator benchmarks (cost per message vs C and naive clients, paced capacity, fidelity).
-bench: $(STAMP)
-	$(PY) -m bench
-.PHONY: bench
