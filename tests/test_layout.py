@@ -72,6 +72,86 @@ def _public_names() -> set[str]:
     return set()
 
 
+PACKAGES = ("echoswarm", "servers", "analysis", "infra", "bench", "locustfiles", "protos")
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module → the project modules it names in an import (at any depth: lazy imports and
+    ``TYPE_CHECKING`` blocks count). ``from pkg import name`` is an arrow to ``pkg.name`` when
+    that is a module, else to ``pkg``; Python's implicit import of a parent package is not an
+    arrow (a package's ``__init__`` re-exporting its modules is not a cycle)."""
+    files = {module_name(p): p for folder in PACKAGES for p in modules(folder)}
+
+    def resolve(name: str) -> str | None:
+        parts = name.split(".")
+        for n in range(len(parts), 0, -1):
+            if (candidate := ".".join(parts[:n])) in files:
+                return candidate
+        return None
+
+    graph: dict[str, set[str]] = {}
+    for mod, path in files.items():
+        names: list[str] = []
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names += [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names += [f"{node.module}.{a.name}" for a in node.names]
+        graph[mod] = {t for n in names if (t := resolve(n)) and t != mod}
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph.get(v, ())):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_the_cycle_finder_finds_a_cycle() -> None:
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_import_cycles() -> None:
+    graph = import_graph()
+    assert len(graph) > 100  # the whole project was read
+    assert cycles(graph) == []
+
+
 @pytest.mark.parametrize("folder", ["echoswarm", "servers", "analysis", "infra", "bench"])
 def test_no_hand_written_module_is_over_600_lines(folder: str) -> None:
     long = {

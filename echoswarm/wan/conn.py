@@ -33,15 +33,27 @@ import struct
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from echoswarm.wan.path import Lane
+from echoswarm.wan.path import Lane, Path
+from echoswarm.wan.reactor import Reactor
 from echoswarm.wan.spec import Address, format_address, resolve
 
-if TYPE_CHECKING:
-    from echoswarm.wan.relay import Relay
-
 log = logging.getLogger("echoswarm.wan")
+
+
+class Host(Protocol):
+    """What a connection uses of the relay that accepted it (``relay.Relay``), named here so
+    the connection does not import the relay that imports it."""
+
+    reactor: Reactor
+    path: Path
+    piece_bytes: int
+    queue_bytes: int
+    connect_timeout_ns: int
+    bytes_in: list[int]
+    conns: set[Conn]
+
 
 RECV_BYTES = 65536
 _LINGER_RST = struct.pack("ii", 1, 0)
@@ -295,7 +307,7 @@ class Conn:
 
     __slots__ = ("relay", "target", "client", "server", "up", "down", "closed", "_deadline")
 
-    def __init__(self, relay: Relay, client: socket.socket, target: Target) -> None:
+    def __init__(self, relay: Host, client: socket.socket, target: Target) -> None:
         self.relay = relay
         self.target = target
         self.client = client
