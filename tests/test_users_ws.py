@@ -1,4 +1,6 @@
-"""WebSocketUser against the real WebSocket echo server, in real Locust runs."""
+"""WebSocketUser against the real WebSocket echo server, in real Locust runs: what only WebSocket
+has (stats requests, text sessions); the paced and ping-pong streams every transport shares are
+in ``test_users.py``."""
 
 from __future__ import annotations
 
@@ -15,20 +17,6 @@ VARIANTS = "tests/fakes/ws_variants.py"
 
 def url(server: procs.Proc) -> str:
     return f"ws://{server.target}/echo"
-
-
-@pytest.mark.timeout(60)
-def test_long_session_paced(start_server: Callable[..., procs.Proc]) -> None:
-    server = start_server("ws", "--delay-ms", "20")
-    r = local_run(AUDIO, 2, 3.0, "--ws-url", url(server), classes="WsAudio")
-    assert r.errors == 0 and r.failures() == {}
-    assert r.names() == {("ws", "connect"), ("ws", "msg")}
-    streams = r.per_stream("ws", "msg")
-    assert len(streams) == 2
-    for rows in streams.values():
-        assert 27 <= len(rows) <= 33, len(rows)
-        assert sorted(s.seq for s in rows) == list(range(len(rows)))
-    assert 20.0 <= r.p50_ms("ws", "msg") <= 25.0
 
 
 @pytest.mark.timeout(60)
