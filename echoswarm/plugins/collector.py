@@ -74,6 +74,8 @@ def _on_init(environment: Environment, **_kw: Any) -> None:
     if runner is None:
         return
     compat.cheap_stop_logging()  # Runner.stop would hold the loop 40-50 ms to log its caller
+    if compat.started_by_locust_main():
+        compat.ctrl_c_reaches_main()  # stock Locust can drop a SIGINT (compat explains)
     if isinstance(runner, WorkerRunner):
         _recordings[environment] = Recording(environment, worker=True)
     elif isinstance(runner, MasterRunner):

@@ -6,6 +6,7 @@ Each function names what it relies on, so a Locust upgrade is checked here and n
 from __future__ import annotations
 
 from collections.abc import Callable
+from types import FrameType
 from typing import Any
 
 from locust.runners import STATE_MISSING
@@ -142,3 +143,49 @@ def cheap_stop_logging() -> None:
 
     if not isinstance(locust.runners.inspect, _CallerOnlyInspect):
         locust.runners.inspect = _CallerOnlyInspect()  # type: ignore[assignment]
+
+
+def started_by_locust_main() -> bool:
+    """Whether Locust's own command line (``locust.main.main``, which fires ``init``) is on the
+    caller's stack: a ``locust`` process, not a runner built in code (tests, the bench)."""
+    import sys
+
+    import locust.main
+
+    code = locust.main.main.__code__
+    frame: FrameType | None = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code is code:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def ctrl_c_reaches_main() -> None:
+    """Make SIGINT (Ctrl-C, and how the orchestrator and the sweep stop a master) always reach
+    Locust's main greenlet, which shuts Locust down by catching ``KeyboardInterrupt`` around
+    its join (``locust.main.main``).
+
+    Stock Locust leaves SIGINT to Python, which raises ``KeyboardInterrupt`` in whichever
+    greenlet is running when the signal lands. Landing in the master's ``client_listener``
+    while it waits for a message, it is logged and dropped (``runners.py``: "Other greenlets
+    should catch this"): the master ran on to its ``-t``. Landing while it handles a worker's
+    message — our results plugin merges every report there — it kills ``client_listener``: a
+    traceback, the worker declared missing, its last report lost, exit 2. The stats printer,
+    history and CSV loops end quietly on it. Here SIGINT is a gevent
+    signal watcher (as Locust's own SIGTERM handler is): it runs in a greenlet of its own and
+    throws ``KeyboardInterrupt`` into the main greenlet. Call it from the ``init`` event, which
+    ``locust.main.main`` fires in its main greenlet."""
+    import signal
+
+    import gevent
+
+    main = gevent.getcurrent()
+    if main is gevent.get_hub():
+        return
+
+    def interrupt() -> None:
+        if not main.dead:
+            main.throw(KeyboardInterrupt)
+
+    gevent.signal_handler(signal.SIGINT, interrupt)

@@ -6,12 +6,22 @@ comes back after a short sleep, and every 97th echo is reported as a mismatch (a
 10th message also fires a plain Locust request without a ``sample`` (as a non-echoswarm user
 would), which the results plugin must count too. The rows are ``synth connect``,
 ``synth paced msg`` and ``synth plain``.
+
+With ``ECHOSWARM_TEST_BUSY_MASTER=PATH`` the master, at the first worker report once the test
+runs (Locust's main greenlet is then waiting in its join), creates PATH
+and then computes for 3 s without yielding, inside Locust's ``client_listener`` greenlet (where
+our results plugin's merge also runs): the window a Ctrl-C must not get lost in.
 """
 
 from __future__ import annotations
 
+import os
+import time
+from pathlib import Path
+from typing import Any
+
 import gevent
-from locust import User, constant, task
+from locust import User, constant, events, task
 
 from echoswarm.measure import InFlight, Schedule, Timer, next_conn_id, now_ns
 from echoswarm.users.sink import LocustSink, next_user_id
@@ -55,3 +65,25 @@ class SyntheticUser(User):
                 exception=None,
                 context={},
             )
+
+
+_busy_marker = os.environ.get("ECHOSWARM_TEST_BUSY_MASTER")
+_environment: Any = None
+
+
+@events.init.add_listener
+def _keep_environment(environment: Any, **_kw: Any) -> None:
+    global _environment
+    _environment = environment
+
+
+@events.worker_report.add_listener
+def _busy_master(**_kw: Any) -> None:
+    global _busy_marker
+    if _busy_marker is None or _environment.runner.state != "running":
+        return
+    Path(_busy_marker).touch()
+    _busy_marker = None
+    deadline = time.monotonic() + 3.0  # bounded; no gevent call, so nothing else runs
+    while time.monotonic() < deadline:
+        pass
