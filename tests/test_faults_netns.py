@@ -31,22 +31,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(100)]
 REPLY_TIMEOUT_S = 5.0  # the users' default --reply-timeout-s
 BASE_S = 3  # the baseline: the seconds just before a fault, at full load
 MASTER_TIMEOUT_S = 12  # the workers' --master-timeout-s in the master test
-# Known defects outside these tests, each raised as its own exception type after every other
-# check of the test has passed (strict: the test fails as soon as a defect is fixed, so the
-# marker comes off then).
-OVERLOAD = (
-    "Locust 2.47 with --enable-rebalancing: a worker declared missing has its users spawned on "
-    "the others, and when it rejoins (its users never stopped) nothing is rebalanced: the run "
-    "carries the rejoined worker's users twice to the end while the master counts them once"
-)
-
-
-def known(*defects: tuple[type[AssertionError], str]) -> pytest.MarkDecorator:
-    return pytest.mark.xfail(
-        strict=True,
-        raises=tuple(t for t, _ in defects),
-        reason="; ".join(r for _, r in defects),
-    )
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -111,7 +95,6 @@ def _assert_clocks(run: dict[str, Any]) -> None:
 # -- a worker's link ----------------------------------------------------------------------------
 
 
-@known((ff.LoadNotAsRequested, OVERLOAD))
 def test_worker_link_down_10s_then_up(cluster: Cluster, request: pytest.FixtureRequest) -> None:
     """Worker h1's link goes down for 10 s mid-run, then up (20 users: 6 TCP + 4 WS per worker,
     100 messages/s each). Measures what h1's users record during the cut (failures by reason,

@@ -79,6 +79,7 @@ def _on_init(environment: Environment, **_kw: Any) -> None:
     if isinstance(runner, WorkerRunner):
         _recordings[environment] = Recording(environment, worker=True)
     elif isinstance(runner, MasterRunner):
+        compat.rebalance_after_every_dispatch(environment)  # a healed worker's users move back
         _writers[environment] = Writing(environment, None)
     else:
         local = _recordings[environment] = Recording(environment, worker=False)

@@ -189,3 +189,24 @@ def ctrl_c_reaches_main() -> None:
             main.throw(KeyboardInterrupt)
 
     gevent.signal_handler(signal.SIGINT, interrupt)
+
+
+def rebalance_after_every_dispatch(environment: Any) -> None:
+    """Keep the master able to rebalance after a dispatch that only moved users.
+
+    Locust 2.47's ``UsersDispatcher._dispatcher`` returns early from a dispatch that only
+    rebalances (the user count already at its target: what happens when a worker goes
+    missing) without clearing ``_dispatch_in_progress``. From then on the master believes a
+    dispatch is running and skips every later rebalance — in particular when the missing
+    worker heals: its users never stopped, the others carry them too, and the run goes on at
+    150 % of the load asked for while the master counts 100 % (``docs/faults.md``). The
+    master's ``spawning_complete`` fires at the end of ``MasterRunner.start``, once the
+    dispatch is over, so the flag is cleared there."""
+    runner = environment.runner
+
+    def dispatch_over(**_kw: Any) -> None:
+        dispatcher = getattr(runner, "_users_dispatcher", None)
+        if dispatcher is not None:
+            dispatcher._dispatch_in_progress = False
+
+    environment.events.spawning_complete.add_listener(dispatch_over)
