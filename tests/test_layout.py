@@ -19,13 +19,14 @@ def modules(folder: str) -> list[Path]:
 
 
 def imported(path: Path) -> set[str]:
-    """Every module name ``path`` imports (at any depth, lazily or not)."""
+    """Every dotted name ``path`` imports (at any depth: lazy imports and ``TYPE_CHECKING``
+    blocks count): ``import a.b`` → ``a.b``; ``from a import b`` → ``a.b`` (a module or a name
+    of ``a``)."""
     names: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             names.update(a.name for a in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.add(node.module)
             names.update(f"{node.module}.{a.name}" for a in node.names)
     return names
 
@@ -35,7 +36,7 @@ def offenders(folder: str, forbidden: tuple[str, ...]) -> list[str]:
         f"{p.relative_to(ROOT)} imports {name}"
         for p in modules(folder)
         for name in sorted(imported(p))
-        if name.split(".")[0] in forbidden or name in forbidden
+        if any(name == f or name.startswith(f + ".") for f in forbidden)
     ]
 
 
@@ -81,9 +82,9 @@ def module_name(path: Path) -> str:
 
 
 def import_graph() -> dict[str, set[str]]:
-    """Module → the project modules it names in an import (at any depth: lazy imports and
-    ``TYPE_CHECKING`` blocks count). ``from pkg import name`` is an arrow to ``pkg.name`` when
-    that is a module, else to ``pkg``; Python's implicit import of a parent package is not an
+    """Module → the project modules it imports (:func:`imported`, each name resolved to the
+    longest module it starts with: ``from pkg import name`` is an arrow to ``pkg.name`` when
+    that is a module, else to ``pkg``). Python's implicit import of a parent package is not an
     arrow (a package's ``__init__`` re-exporting its modules is not a cycle)."""
     files = {module_name(p): p for folder in PACKAGES for p in modules(folder)}
 
@@ -96,13 +97,7 @@ def import_graph() -> dict[str, set[str]]:
 
     graph: dict[str, set[str]] = {}
     for mod, path in files.items():
-        names: list[str] = []
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Import):
-                names += [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                names += [f"{node.module}.{a.name}" for a in node.names]
-        graph[mod] = {t for n in names if (t := resolve(n)) and t != mod}
+        graph[mod] = {t for n in imported(path) if (t := resolve(n)) and t != mod}
     return graph
 
 
